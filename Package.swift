@@ -1,0 +1,59 @@
+// swift-tools-version: 6.1
+// cce4long: confidential computing engine for research on sensitive longevity data.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .unsafeFlags(["-warnings-as-errors"], .when(configuration: .debug)),
+]
+
+let package = Package(
+    name: "cce4long",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Envelope", targets: ["Envelope"]),
+        .library(name: "ObjectStore", targets: ["ObjectStore"]),
+        .library(name: "Dataset", targets: ["Dataset"]),
+        .executable(name: "cce4", targets: ["cce4"]),
+        .executable(name: "cce4-bench", targets: ["cce4-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C fence: OpenSSL libcrypto through a handful of typed shim functions.
+        .target(
+            name: "COpenSSL",
+            linkerSettings: [.linkedLibrary("crypto")]
+        ),
+        // Formats and keys. Pure: no I/O, no FUSE, no network.
+        .target(name: "Envelope", dependencies: ["COpenSSL"], swiftSettings: strict),
+        // The ObjectStore protocol and its backends.
+        .target(name: "ObjectStore", swiftSettings: strict),
+        // Datasets: the packer, the reader and the verifier over Envelope + ObjectStore.
+        .target(
+            name: "Dataset",
+            dependencies: ["Envelope", "ObjectStore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "cce4",
+            dependencies: [
+                "Dataset", "Envelope", "ObjectStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "cce4-bench",
+            dependencies: ["Envelope", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "EnvelopeTests", dependencies: ["Envelope"], swiftSettings: strict),
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"], swiftSettings: strict),
+        .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Envelope", "ObjectStore"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: [], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,182 @@
+// Reads a packed dataset back: the authenticated tree from its root hash, and any byte
+// range of any file, without FUSE.
+import Envelope
+import ObjectStore
+import Synchronization
+
+/// A read-only view of one dataset version (its root hash).
+///
+/// Every directory object is checked against the hash its parent records (the root's
+/// against the root hash the caller trusts), then decrypted; every file read is
+/// authenticated segment by segment. Thread-safe.
+public final class DatasetReader: Sendable {
+    public let store: any ObjectStore
+    public let layout: DatasetLayout
+    public let root: SHA256Digest
+    private let key: SecureBytes
+    /// Decoded directories by hash. Lock order: taken alone; no I/O or crypto under it.
+    private let directories = Mutex<[SHA256Digest: DirectoryListing]>([:])
+
+    public init(store: any ObjectStore, datasetID: String, root: SHA256Digest, key: SecureBytes) throws {
+        self.store = store
+        self.layout = try DatasetLayout(datasetID: datasetID)
+        self.root = root
+        self.key = key
+    }
+
+    /// The directory object with `hash`, fetched, hash-checked, decrypted and parsed.
+    public func directory(_ hash: SHA256Digest) throws -> DirectoryListing {
+        if let d = directories.withLock({ $0[hash] }) { return d }
+        let objectKey: ObjectKey
+        do { objectKey = try layout.directoryKey(hash) } catch { throw DatasetError.wrap(error, object: nil) }
+        let listing: DirectoryListing
+        do {
+            let (bytes, _) = try store.get(objectKey)
+            listing = try DirectoryObject.open(bytes, expectedHash: hash, datasetID: layout.datasetID, key: key)
+        } catch {
+            throw DatasetError.wrap(error, object: objectKey)
+        }
+        directories.withLock { cache in
+            if cache.count > 4096 { cache.removeAll(keepingCapacity: true) }
+            cache[hash] = listing
+        }
+        return listing
+    }
+
+    public func rootDirectory() throws -> DirectoryListing { try directory(root) }
+
+    /// The store key of a directory, for messages.
+    public func objectKey(ofDirectory hash: SHA256Digest) -> String { (try? layout.directoryKey(hash).rawValue) ?? hash.hex }
+
+    /// What a path names: the root, or an entry. Paths are "/"-separated bytes; empty
+    /// components and "." are skipped, ".." is refused.
+    public enum Resolved: Sendable {
+        case root
+        case entry(DirectoryEntry, parent: SHA256Digest)
+    }
+
+    public func resolve(_ path: String) throws -> Resolved {
+        let comps = Array(path.utf8).split(separator: 0x2f).map(Array.init).filter { $0 != [0x2e] }
+        var current = root
+        var result = Resolved.root
+        for (i, comp) in comps.enumerated() {
+            if comp == [0x2e, 0x2e] { throw DatasetError.invalidArgument("'..' is not allowed in dataset paths") }
+            let listing = try directory(current)
+            let found: DirectoryEntry?
+            do { found = try listing.lookup(comp) } catch { throw DatasetError.integrity(object: objectKey(ofDirectory: current), detail: "\(error)") }
+            guard let entry = found else { throw DatasetError.noSuchPath(path) }
+            result = .entry(entry, parent: current)
+            if i < comps.count - 1 {
+                guard case .directory(let d) = entry.target else { throw DatasetError.wrongKind("not a directory: a component of \(path)") }
+                current = d.hash
+            }
+        }
+        return result
+    }
+
+    /// Opens a file for ranged reads: fetches and checks its header.
+    public func open(_ file: FileRef) throws -> DatasetFile {
+        try DatasetFile(reader: self, file: file, key: key)
+    }
+}
+
+/// One open file of a dataset.
+public final class DatasetFile: Sendable {
+    public let file: FileRef
+    private let decryptor: StreamDecryptor
+    private let store: any ObjectStore
+    private let parts: [(key: ObjectKey, size: Int64)]
+    private let partSize: Int64
+
+    init(reader: DatasetReader, file: FileRef, key: SecureBytes) throws {
+        self.file = file
+        self.store = reader.store
+        var parts = [(key: ObjectKey, size: Int64)]()
+        do {
+            for p in file.parts { parts.append((try reader.layout.storeKey(p.key), p.size)) }
+        } catch { throw DatasetError.wrap(error, object: nil) }
+        self.parts = parts
+        switch file.layout {
+        case .single: partSize = max(1, file.ciphertextSize)
+        case .parts(let ps): partSize = ps
+        }
+        let first = parts[0].key
+        do {
+            var header = [UInt8](repeating: 0, count: StreamParameters.headerLength)
+            let got = try header.withUnsafeMutableBytes { b in try reader.store.read(first, at: 0, into: b, ifMatch: nil) }
+            guard got.objectSize == parts[0].size else {
+                throw DatasetError.integrity(object: first.rawValue, detail: "object is \(got.objectSize) bytes, the directory entry expects \(parts[0].size) (truncated or replaced)")
+            }
+            guard got.count == header.count else { throw EnvelopeError.malformed("object shorter than its header") }
+            let h = try header.withUnsafeBytes { try StreamHeader(parsing: $0) }
+            decryptor = try StreamDecryptor(key: key, associatedData: AssociatedData.file(datasetID: reader.layout.datasetID, fileID: file.fileID),
+                                            header: h, plaintextSize: file.size, parameters: file.parameters())
+        } catch {
+            throw DatasetError.wrap(error, object: first)
+        }
+    }
+
+    public var size: Int64 { file.size }
+
+    /// Reads plaintext `range` (clamped to the file) into `out`; returns the bytes written.
+    /// Only the segments the range spans are fetched and authenticated.
+    public func read(_ range: Range<Int64>, into out: UnsafeMutableRawBufferPointer) throws -> Int {
+        let r = range.clamped(to: 0..<file.size)
+        if r.isEmpty { return 0 }
+        let ct = decryptor.ciphertextRange(forPlaintext: r)
+        var buf = [UInt8](repeating: 0, count: ct.count)
+        try buf.withUnsafeMutableBytes { b in try fetch(ct, into: b) }
+        do {
+            return try buf.withUnsafeBytes { try decryptor.decrypt(r, ciphertext: $0, into: out) }
+        } catch {
+            throw DatasetError.wrap(error, object: parts[Int(ct.lowerBound / partSize)].key)
+        }
+    }
+
+    /// Reads a range into a new array.
+    public func read(_ range: Range<Int64>) throws -> [UInt8] {
+        let r = range.clamped(to: 0..<file.size)
+        var out = [UInt8](repeating: 0, count: r.count)
+        let n = try out.withUnsafeMutableBytes { b in try read(r, into: b) }
+        out.removeSubrange(n...)
+        return out
+    }
+
+    /// Fetches ciphertext `range` of the stream from its part objects, checking each
+    /// part's size against the directory entry.
+    func fetch(_ range: Range<Int64>, into out: UnsafeMutableRawBufferPointer) throws {
+        var pos = range.lowerBound
+        while pos < range.upperBound {
+            let index = Int(pos / partSize)
+            guard index < parts.count else { throw DatasetError.integrity(object: parts[parts.count - 1].key.rawValue, detail: "stream shorter than its directory entry says") }
+            let part = parts[index]
+            let inPart = pos - Int64(index) * partSize
+            let n = Int(min(range.upperBound - pos, part.size - inPart))
+            let dst = UnsafeMutableRawBufferPointer(rebasing: out[Int(pos - range.lowerBound)..<Int(pos - range.lowerBound) + n])
+            let got: ReadResult
+            do { got = try store.read(part.key, at: inPart, into: dst, ifMatch: nil) } catch { throw DatasetError.wrap(error, object: nil) }
+            guard got.objectSize == part.size, got.count == n else {
+                throw DatasetError.integrity(object: part.key.rawValue, detail: "object is \(got.objectSize) bytes, the directory entry expects \(part.size) (truncated or replaced)")
+            }
+            pos += Int64(n)
+        }
+    }
+
+    /// Authenticates every segment (for verify), `chunk` bytes of plaintext at a time.
+    public func verifyAll(chunk: Int = 4 << 20) throws {
+        if file.size == 0 {
+            var tag = [UInt8](repeating: 0, count: StreamParameters.tagLength)
+            try tag.withUnsafeMutableBytes { b in try fetch(Int64(StreamParameters.headerLength)..<Int64(StreamParameters.headerLength + 16), into: b) }
+            do { try tag.withUnsafeBytes { try decryptor.verifyEmpty($0) } } catch { throw DatasetError.wrap(error, object: parts[0].key) }
+            return
+        }
+        var scratch = [UInt8](repeating: 0, count: chunk)
+        defer { secureWipe(&scratch) }
+        var pos: Int64 = 0
+        while pos < file.size {
+            let end = min(file.size, pos + Int64(chunk))
+            _ = try scratch.withUnsafeMutableBytes { b in try read(pos..<end, into: b) }
+            pos = end
+        }
+    }
+}

@@ -1,0 +1,176 @@
+// The chunk layer's interface: objects in a store, addressed by opaque keys.
+import Foundation
+
+/// A validated object key: 1...1024 bytes of [A-Za-z0-9/._-], relative, with no empty,
+/// "." or ".." components. Keys are opaque to the store; cce4 never puts names in them.
+public struct ObjectKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let rawValue: String
+
+    public init(_ raw: String) throws(ObjectStoreError) {
+        let u = Array(raw.utf8)
+        guard !u.isEmpty, u.count <= 1024 else { throw ObjectStoreError(.invalidKey, key: raw, "object key length must be 1...1024") }
+        for c in u {
+            let ok = (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c == 0x2f || c == 0x2d || c == 0x5f || c == 0x2e
+            guard ok else { throw ObjectStoreError(.invalidKey, key: raw, "object key may only use A-Z a-z 0-9 / . _ -") }
+        }
+        for comp in raw.split(separator: "/", omittingEmptySubsequences: false) {
+            guard !comp.isEmpty, comp != ".", comp != "..", !comp.hasPrefix(".cce4-") else {
+                throw ObjectStoreError(.invalidKey, key: raw, "object key has an empty, '.', '..' or reserved component")
+            }
+        }
+        rawValue = raw
+    }
+
+    /// `self` followed by "/" and `child`.
+    public func appending(_ child: String) throws(ObjectStoreError) -> ObjectKey { try ObjectKey(rawValue + "/" + child) }
+
+    public var description: String { rawValue }
+    public static func < (a: ObjectKey, b: ObjectKey) -> Bool { Array(a.rawValue.utf8).lexicographicallyPrecedes(Array(b.rawValue.utf8)) }
+}
+
+/// Metadata of one object.
+public struct ObjectInfo: Sendable, Equatable {
+    public let key: ObjectKey
+    public let size: Int64
+    /// An opaque version tag: it changes whenever the object is replaced.
+    public let etag: String
+    public let modified: Date
+}
+
+/// One page of a listing.
+public struct ObjectListPage: Sendable {
+    public let objects: [ObjectInfo]
+    /// Pass as `startAfter` to get the next page; nil when this is the last page.
+    public let nextStartAfter: ObjectKey?
+}
+
+/// The result of a ranged read.
+public struct ReadResult: Sendable, Equatable {
+    /// Bytes written to the buffer (short only at the object's end).
+    public let count: Int
+    /// The object's total size, as the store reports it alongside the data.
+    public let objectSize: Int64
+    public let etag: String
+}
+
+/// A store error: a closed set of codes the upper layers map to errnos, plus the object
+/// key and the cause. Never carries object contents.
+public struct ObjectStoreError: Error, Sendable, CustomStringConvertible, Equatable {
+    public enum Code: String, Sendable, Equatable {
+        case notFound = "not found"
+        case alreadyExists = "already exists"
+        case preconditionFailed = "precondition failed"
+        case invalidKey = "invalid key"
+        case invalidURL = "invalid store URL"
+        case permissionDenied = "permission denied"
+        case noSpace = "no space left"
+        case io = "I/O error"
+    }
+    public let code: Code
+    public let key: String?
+    public let detail: String
+    /// The underlying errno, where there is one.
+    public let errno: Int32?
+
+    public init(_ code: Code, key: String?, _ detail: String, errno: Int32? = nil) {
+        self.code = code; self.key = key; self.detail = detail; self.errno = errno
+    }
+
+    public var description: String {
+        var s = code.rawValue
+        if let key { s += " (object \(key))" }
+        if !detail.isEmpty { s += ": " + detail }
+        return s
+    }
+}
+
+/// Streams bytes into a new object, which appears atomically at `commit`.
+public protocol ObjectWriter: AnyObject {
+    func write(_ bytes: UnsafeRawBufferPointer) throws(ObjectStoreError)
+    /// Makes the object visible under its key, durably. With `ifAbsent`, fails with
+    /// `.alreadyExists` (and changes nothing) when an object is already there.
+    func commit() throws(ObjectStoreError) -> ObjectInfo
+    /// Discards everything written; the key is left as it was.
+    func abort()
+}
+
+/// An object store. Calls block the calling thread (FUSE workers call them directly).
+public protocol ObjectStore: Sendable {
+    /// The URL the store was opened from, for messages.
+    var url: String { get }
+    /// Reads up to `buffer.count` bytes at `offset`. With `ifMatch`, fails with
+    /// `.preconditionFailed` if the object's etag differs.
+    func read(_ key: ObjectKey, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch: String?) throws(ObjectStoreError) -> ReadResult
+    func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo
+    /// Starts a new object. With `ifAbsent`, `commit` refuses to replace an existing one.
+    func makeWriter(_ key: ObjectKey, ifAbsent: Bool) throws(ObjectStoreError) -> ObjectWriter
+    /// Keys under `prefix` in ascending bytewise order, after `startAfter`, at most `maxKeys`.
+    func list(prefix: String, startAfter: ObjectKey?, maxKeys: Int) throws(ObjectStoreError) -> ObjectListPage
+    /// Removes an object. Removing a missing object succeeds (as in S3).
+    func delete(_ key: ObjectKey) throws(ObjectStoreError)
+}
+
+extension ObjectStore {
+    /// Reads `range` (or the whole object) into a new array; short only if the object is shorter.
+    public func get(_ key: ObjectKey, range: Range<Int64>? = nil) throws(ObjectStoreError) -> (bytes: [UInt8], objectSize: Int64) {
+        if let range {
+            var buf = [UInt8](repeating: 0, count: range.count)
+            var result = ReadResult(count: 0, objectSize: 0, etag: "")
+            var failure: ObjectStoreError?
+            buf.withUnsafeMutableBytes { b in
+                do throws(ObjectStoreError) { result = try read(key, at: range.lowerBound, into: b, ifMatch: nil) } catch { failure = error }
+            }
+            if let failure { throw failure }
+            buf.removeSubrange(result.count...)
+            return (buf, result.objectSize)
+        }
+        let info = try head(key)
+        var (bytes, size) = try get(key, range: 0..<info.size)
+        // The object may have grown between head and read: read on until the end.
+        while Int64(bytes.count) < size {
+            let more = try get(key, range: Int64(bytes.count)..<size)
+            if more.bytes.isEmpty { break }
+            bytes += more.bytes; size = more.objectSize
+        }
+        return (bytes, size)
+    }
+
+    /// Writes a whole object.
+    @discardableResult
+    public func put(_ key: ObjectKey, _ bytes: [UInt8], ifAbsent: Bool = false) throws(ObjectStoreError) -> ObjectInfo {
+        let w = try makeWriter(key, ifAbsent: ifAbsent)
+        var failure: ObjectStoreError?
+        bytes.withUnsafeBytes { b in do throws(ObjectStoreError) { try w.write(b) } catch { failure = error } }
+        if let failure { w.abort(); throw failure }
+        return try w.commit()
+    }
+
+    /// Every key under `prefix`, page by page.
+    public func listAll(prefix: String) throws(ObjectStoreError) -> [ObjectInfo] {
+        var out = [ObjectInfo]()
+        var after: ObjectKey? = nil
+        repeat {
+            let page = try list(prefix: prefix, startAfter: after, maxKeys: 1000)
+            out += page.objects
+            after = page.nextStartAfter
+        } while after != nil
+        return out
+    }
+}
+
+/// Opens a store from its URL.
+public enum ObjectStores {
+    /// `file://DIR` (an absolute or relative path after the scheme). With `create`, the
+    /// directory is made if missing; otherwise a missing directory is an error.
+    public static func open(url: String, create: Bool = false) throws(ObjectStoreError) -> any ObjectStore {
+        if url.hasPrefix("file://") {
+            let path = String(url.dropFirst("file://".count))
+            guard !path.isEmpty else { throw ObjectStoreError(.invalidURL, key: nil, "file:// needs a directory, as in file:///srv/cce4-store") }
+            return try FileObjectStore(root: path, create: create)
+        }
+        if url.hasPrefix("s3://") {
+            throw ObjectStoreError(.invalidURL, key: nil, "s3:// stores are not supported by this build yet; use file://DIR")
+        }
+        throw ObjectStoreError(.invalidURL, key: nil, "'\(url)' is not a store URL; use file://DIR")
+    }
+}
