@@ -50,10 +50,12 @@ let package = Package(
             dependencies: ["Envelope", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
-        .testTarget(name: "EnvelopeTests", dependencies: ["Envelope"], swiftSettings: strict),
-        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"], swiftSettings: strict),
-        .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Envelope", "ObjectStore"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: [], swiftSettings: strict),
+        // Helpers shared by the test targets: temp dirs, subprocesses, the repo's venv.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "EnvelopeTests", dependencies: ["Envelope", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -53,12 +53,9 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible, Cu
         self.base = raw
         self.capacity = capacity
         self.count = count
-        do {
-            try initialize(UnsafeMutableRawBufferPointer(start: raw, count: count))
-        } catch {
-            Self.release(raw, capacity)
-            throw error
-        }
+        // If `initialize` throws, every stored property is already set, so Swift runs
+        // `deinit`, which wipes and frees the pages: no cleanup here (it would double-free).
+        try initialize(UnsafeMutableRawBufferPointer(start: raw, count: count))
     }
 
     /// Copies `bytes` into locked memory. The caller remains responsible for wiping its copy.

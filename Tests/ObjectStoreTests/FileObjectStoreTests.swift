@@ -1,0 +1,153 @@
+import Foundation
+import ObjectStore
+import TestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("file:// object store")
+struct FileObjectStoreTests {
+    func k(_ s: String) throws(ObjectStoreError) -> ObjectKey { try ObjectKey(s) }
+
+    @Test("put, ranged get, head, overwrite, delete")
+    func basics() throws {
+        let dir = TempDir()
+        let store = try ObjectStores.open(url: "file://" + dir.sub("store"), create: true)
+        let data = Array(0..<255).map(UInt8.init)
+        let info = try store.put(k("ds/objects/ab/x"), data)
+        #expect(info.size == 255)
+        #expect(try store.get(k("ds/objects/ab/x")).bytes == data)
+        let r = try store.get(k("ds/objects/ab/x"), range: 10..<20)
+        #expect(r.bytes == Array(10..<20).map(UInt8.init) && r.objectSize == 255)
+        #expect(try store.get(k("ds/objects/ab/x"), range: 250..<300).bytes.count == 5)
+        #expect(try store.head(k("ds/objects/ab/x")) == info)
+        let info2 = try store.put(k("ds/objects/ab/x"), [1, 2, 3])
+        #expect(info2.etag != info.etag)
+        try store.delete(k("ds/objects/ab/x"))
+        try store.delete(k("ds/objects/ab/x"))  // idempotent, as in S3
+        #expect(throws: ObjectStoreError.self) { try store.head(k("ds/objects/ab/x")) }
+        do throws(ObjectStoreError) { _ = try store.get(k("nope")) } catch { #expect(error.code == .notFound && error.key == "nope") }
+    }
+
+    @Test("create-if-absent refuses to replace, and changes nothing")
+    func ifAbsent() throws {
+        let dir = TempDir()
+        let store = try FileObjectStore(root: dir.path)
+        try store.put(k("a"), [1], ifAbsent: true)
+        do throws(ObjectStoreError) {
+            try store.put(k("a"), [2], ifAbsent: true)
+            Issue.record("replaced an existing object")
+        } catch {
+            #expect(error.code == .alreadyExists)
+        }
+        #expect(try store.get(k("a")).bytes == [1])
+    }
+
+    @Test("ifMatch: an object replaced since it was opened gives preconditionFailed")
+    func ifMatch() throws {
+        let dir = TempDir()
+        let store = try FileObjectStore(root: dir.path)
+        let tag = try store.put(k("o"), [1, 2, 3]).etag
+        var buf = [UInt8](repeating: 0, count: 3)
+        _ = try buf.withUnsafeMutableBytes { try store.read(k("o"), at: 0, into: $0, ifMatch: tag) }
+        try store.put(k("o"), [4, 5, 6, 7])
+        #expect(throws: ObjectStoreError(.preconditionFailed, key: "o", "object changed since it was opened")) {
+            _ = try buf.withUnsafeMutableBytes { try store.read(k("o"), at: 0, into: $0, ifMatch: tag) }
+        }
+    }
+
+    @Test("an aborted writer leaves neither the object nor a temp file; readers never see partial objects")
+    func atomic() throws {
+        let dir = TempDir()
+        let store = try FileObjectStore(root: dir.path)
+        try store.put(k("x"), [9, 9])
+        let w = try store.makeWriter(k("x"), ifAbsent: false)
+        try [1, 2, 3].withUnsafeBytes { try w.write($0) }
+        #expect(try store.get(k("x")).bytes == [9, 9], "uncommitted bytes are invisible")
+        w.abort()
+        #expect(try store.get(k("x")).bytes == [9, 9])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/.cce4-tmp").isEmpty)
+        #expect(try store.listAll(prefix: "").map(\.key.rawValue) == ["x"], "temp files never appear in listings")
+    }
+
+    @Test("list by prefix, sorted bytewise, paginated with startAfter")
+    func listing() throws {
+        let dir = TempDir()
+        let store = try FileObjectStore(root: dir.path)
+        var keys = [String]()
+        for i in 0..<250 { keys.append("ds/objects/\(String(format: "%02x", i % 16))/obj\(i)") }
+        keys += ["ds/versions/v1", "other/x", "ds2/y"]
+        for key in keys { try store.put(k(key), [UInt8(key.count % 256)]) }
+        var seen = [String]()
+        var after: ObjectKey? = nil
+        repeat {
+            let page = try store.list(prefix: "ds/objects/", startAfter: after, maxKeys: 37)
+            #expect(page.objects.count <= 37)
+            seen += page.objects.map(\.key.rawValue)
+            after = page.nextStartAfter
+        } while after != nil
+        let expected = keys.filter { $0.hasPrefix("ds/objects/") }.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        #expect(seen == expected)
+        #expect(try store.listAll(prefix: "ds").count == 251 + 1)
+        #expect(try store.listAll(prefix: "ds/").count == 251)
+        #expect(try store.listAll(prefix: "zzz").isEmpty)
+    }
+
+    @Test("keys that could escape the store or hide in temp space are refused")
+    func badKeys() {
+        for bad in ["", "/abs", "a/../b", "..", "a//b", "a/./b", "a b", "a\u{0}b", ".cce4-tmp/x", "ä", String(repeating: "a", count: 1025)] {
+            #expect(throws: ObjectStoreError.self, "\(bad)") { try ObjectKey(bad) }
+        }
+    }
+
+    @Test("store URLs: a missing directory, a file, and unknown schemes give clear errors")
+    func urls() throws {
+        let dir = TempDir()
+        do throws(ObjectStoreError) { _ = try ObjectStores.open(url: "file://" + dir.sub("missing")); Issue.record("opened a missing store") } catch {
+            #expect(error.code == .notFound && error.description.contains("does not exist"))
+        }
+        try writeFile(dir.sub("f"), [1])
+        #expect(throws: ObjectStoreError.self) { try ObjectStores.open(url: "file://" + dir.sub("f")) }
+        #expect(throws: ObjectStoreError.self) { try ObjectStores.open(url: "ftp://x") }
+        #expect(throws: ObjectStoreError.self) { try ObjectStores.open(url: "file://") }
+    }
+
+    @Test("a full disk gives noSpace, and leaves no partial object or temp file behind")
+    func fullDisk() throws {
+        let dir = TempDir()
+        let mnt = dir.sub("small")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        // A real 1 MiB tmpfs: the tests run as root (make test / CI), as the mount tests do.
+        let m = try run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt])
+        try #require(m.status == 0, "mount tmpfs failed (tests must run as root): \(m.stderr)")
+        defer { _ = try? run("/bin/umount", [mnt]) }
+        let store = try FileObjectStore(root: mnt)
+        try store.put(k("keep"), [1, 2, 3])
+        do throws(ObjectStoreError) {
+            try store.put(k("big"), [UInt8](repeating: 7, count: 3 << 20))
+            Issue.record("a 3 MiB object fit in 1 MiB")
+        } catch {
+            #expect(error.code == .noSpace)
+        }
+        #expect(throws: ObjectStoreError.self) { try store.head(k("big")) }
+        #expect(try store.get(k("keep")).bytes == [1, 2, 3])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mnt + "/.cce4-tmp").isEmpty)
+    }
+
+    @Test("concurrent readers and writers see whole objects only")
+    func concurrency() throws {
+        let dir = TempDir()
+        let store = try FileObjectStore(root: dir.path)
+        let a = [UInt8](repeating: 0xaa, count: 200_000), b = [UInt8](repeating: 0xbb, count: 300_000)
+        try store.put(k("hot"), a)
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            for j in 0..<40 {
+                if i == 0 { _ = try? store.put(try! ObjectKey("hot"), j % 2 == 0 ? b : a) }
+                else if let got = try? store.get(try! ObjectKey("hot")).bytes {
+                    #expect(got == a || got == b, "torn read of \(got.count) bytes")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+// Shared helpers for the test targets. Real processes, real files: no fakes.
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum Repo {
+    /// The package root (found from this file's path, so tests run from any directory).
+    public static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
+        }
+        fatalError("Package.swift not found above \(#filePath)")
+    }()
+
+    /// The repo venv's Python (made by `make setup`). Tests that need it fail, never skip,
+    /// when it is missing: `make test` creates it.
+    public static var python: String {
+        let p = ProcessInfo.processInfo.environment["CCE4_PYTHON"] ?? root + "/.venv/bin/python"
+        precondition(FileManager.default.isExecutableFile(atPath: p), "\(p) missing: run 'make setup' (or 'make test') first")
+        return p
+    }
+
+    /// A built executable of this package (`swift build` puts it in .build/debug).
+    public static func binary(_ name: String) -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let dir = env["CCE4_BIN_DIR"] { return dir + "/" + name }
+        for cfg in ["debug", "release"] {
+            let p = root + "/.build/\(cfg)/" + name
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        preconditionFailure("\(name) is not built: run 'swift build' first (make test does)")
+    }
+}
+
+/// A fresh temporary directory, removed when the value is released.
+public final class TempDir: @unchecked Sendable {
+    public let path: String
+    public init(_ label: String = "cce4-test") {
+        var template = Array((NSTemporaryDirectory() + "/\(label)-XXXXXX").utf8CString)
+        guard let p = mkdtemp(&template) else { fatalError("mkdtemp failed") }
+        path = String(cString: p)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    public func sub(_ name: String) -> String { path + "/" + name }
+}
+
+/// The result of running a process.
+public struct ProcessResult: Sendable {
+    public let status: Int32
+    public let stdout: Data
+    public let stderr: String
+    public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+}
+
+/// Runs a program to completion, capturing both streams (read concurrently, so large
+/// outputs cannot deadlock the pipe).
+@discardableResult
+public func run(_ program: String, _ args: [String], cwd: String? = nil, environment: [String: String]? = nil) throws -> ProcessResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: program)
+    p.arguments = args
+    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    if let environment { p.environment = environment }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    final class Box: @unchecked Sendable { var data = Data() }
+    let errBox = Box()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    return ProcessResult(status: p.terminationStatus, stdout: outData, stderr: String(decoding: errBox.data, as: UTF8.self))
+}
+
+/// Deterministic pseudo-random bytes (SplitMix64), for reproducible test data.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    public mutating func bytes(_ n: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: n)
+        out.withUnsafeMutableBytes { b in
+            var i = 0
+            while i + 8 <= n { b.storeBytes(of: next(), toByteOffset: i, as: UInt64.self); i += 8 }
+            while i < n { b[i] = UInt8(truncatingIfNeeded: next()); i += 1 }
+        }
+        return out
+    }
+}
+
+public func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+}
+
+public func readFile(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+
+/// Equality of byte arrays without a per-element Swift loop (fast in debug builds).
+public func bytesEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in a.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 } }
+}
+
+public func bytesEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    a.count == b.count && (a.isEmpty || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
+}

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# End-to-end demo of cce4 on a small SYNTHETIC longevity dataset:
+# generate data -> make a key -> pack (encrypt) -> show the store is opaque ->
+# verify -> list -> read back and compare -> tamper with the store and watch
+# verify catch it.
+#
+# Run from the repository root after building:
+#     swift build -c release && scripts/demo.sh
+# Overrides (paths relative to the repository root):
+#     CCE4=.build/debug/cce4 PY=/usr/bin/python3 scripts/demo.sh
+# PY needs numpy, pandas, pyarrow and h5py. Everything is written to demo/work,
+# which is wiped at the start of each run (and git-ignored).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+CCE4=${CCE4:-.build/release/cce4}
+PY=${PY:-.venv/bin/python}
+WORK=demo/work
+SRC=$WORK/source
+STORE_DIR=$WORK/store
+STORE=file://$STORE_DIR
+DATASET=longevity-demo
+KEY=$WORK/dataset.key
+READBACK=$WORK/readback
+TAMPERED_DIR=$WORK/tampered
+
+step() { printf '\n==> %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+die() { printf '\nDEMO FAILED: %s\n' "$*" >&2; exit 1; }
+
+if command -v sha256sum >/dev/null 2>&1; then
+    sha256() { sha256sum "$1" | cut -d' ' -f1; }
+else
+    sha256() { shasum -a 256 "$1" | cut -d' ' -f1; }
+fi
+
+[ -x "$CCE4" ] || die "no cce4 binary at $CCE4: run 'swift build -c release' or set CCE4=path/to/cce4"
+[ -x "$PY" ] || die "no Python at $PY: set PY=path/to/python (with numpy, pandas, pyarrow, h5py)"
+"$PY" -c 'import numpy, pandas, pyarrow, h5py' 2>/dev/null \
+    || die "$PY lacks numpy/pandas/pyarrow/h5py (pip install numpy pandas pyarrow h5py)"
+
+START=$SECONDS
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+# ---------------------------------------------------------------------------
+step "1/9  Generating a synthetic longevity dataset in $SRC"
+"$PY" scripts/make_demo_data.py "$SRC" | sed 's/^/    /'
+(cd "$SRC" && find . -print | sed 's|^\./||' | grep -v '^\.$' | sort) | sed 's/^/      /'
+
+# ---------------------------------------------------------------------------
+step "2/9  Generating a dataset key: $CCE4 key generate --insecure-key-file $KEY"
+"$CCE4" key generate --insecure-key-file "$KEY"
+info "key file $KEY written (mode 0600; development only -- production keys are released to attested VMs)"
+
+# ---------------------------------------------------------------------------
+step "3/9  Packing (encrypting) $SRC into $STORE as dataset '$DATASET'"
+info "$CCE4 dataset pack $SRC --store $STORE --dataset $DATASET --insecure-key-file $KEY"
+ROOT=$("$CCE4" dataset pack "$SRC" --store "$STORE" --dataset "$DATASET" --insecure-key-file "$KEY")
+[[ $ROOT =~ ^[0-9a-f]{64}$ ]] || die "pack printed '$ROOT', not a 64-hex-digit root hash"
+info "root hash (names this exact version of the dataset):"
+info "  $ROOT"
+READ_OPTS=(--store "$STORE" --dataset "$DATASET" --root "$ROOT" --insecure-key-file "$KEY")
+
+# ---------------------------------------------------------------------------
+step "4/9  What the storage provider sees: opaque objects only"
+OBJECTS=$(find "$STORE_DIR" -type f -path '*/objects/*' | sort)
+N_OBJECTS=$(printf '%s\n' "$OBJECTS" | wc -l | tr -d ' ')
+info "$N_OBJECTS object files under $STORE_DIR/$DATASET/objects; a few of them:"
+printf '%s\n' "$OBJECTS" | head -5 | while read -r obj; do
+    info "  $(printf '%9d' "$(wc -c <"$obj")") bytes  ${obj#"$STORE_DIR"/}"
+done
+info "first bytes of one object:"
+head -c 48 "$(printf '%s\n' "$OBJECTS" | head -1)" | od -An -tx1 | sed 's/^/      /'
+info "searching the store for strings that are in the plaintext (contents and names):"
+LEAKS=0
+for needle in \
+    'SYN-P00001' \
+    'participant_id,sex,birth_year' \
+    'SYNTHETIC LONGEVITY' \
+    'epigenetic_age_years' \
+    'methylation' \
+    'panel_2025' \
+    'grip_strength' \
+    'cgSYN000001' \
+    'SYNTHETIC methylation beta' \
+    "{'descr': '<f4'" \
+    'NUMPY' \
+    'pandas_version'; do
+    # Each needle is in the plaintext (file contents or names), so its absence means something.
+    if ! LC_ALL=C grep -rlaF -e "$needle" "$SRC" >/dev/null && ! (cd "$SRC" && find . | grep -qF -e "$needle"); then
+        die "self-check: \"$needle\" is not in $SRC either"
+    fi
+    if LC_ALL=C grep -rlaF -e "$needle" "$STORE_DIR" >/dev/null; then
+        info "  LEAK   \"$needle\" found in:"
+        LC_ALL=C grep -rlaF -e "$needle" "$STORE_DIR" | sed 's/^/             /'
+        LEAKS=$((LEAKS + 1))
+    else
+        info "  absent \"$needle\""
+    fi
+done
+[ "$LEAKS" -eq 0 ] || die "$LEAKS plaintext string(s) found in the store"
+info "no participant ids, column names, file names, attributes or file-format headers in the store"
+
+# ---------------------------------------------------------------------------
+step "5/9  Verifying every object: $CCE4 dataset verify"
+"$CCE4" dataset verify "${READ_OPTS[@]}" | sed 's/^/    /'
+
+# ---------------------------------------------------------------------------
+step "6/9  Listing the dataset (decrypted directory objects): $CCE4 dataset ls -lR"
+"$CCE4" dataset ls -lR "${READ_OPTS[@]}" | sed 's/^/    /'
+
+# ---------------------------------------------------------------------------
+step "7/9  Reading every file back with '$CCE4 dataset cat' into $READBACK"
+mkdir -p "$READBACK"
+# Regular files as the dataset itself lists them ('-' in the mode column).
+"$CCE4" dataset ls -lR "${READ_OPTS[@]}" \
+    | awk '$1 ~ /^-/ { print substr($0, index($0, $5)) }' | sort >"$WORK/dataset-files.txt"
+(cd "$SRC" && find . -type f | sed 's|^\./||' | sort) >"$WORK/source-files.txt"
+diff -u "$WORK/source-files.txt" "$WORK/dataset-files.txt" \
+    || die "the dataset does not list the same regular files as $SRC"
+MISMATCH=0
+while read -r path; do
+    mkdir -p "$READBACK/$(dirname "$path")"
+    "$CCE4" dataset cat "$path" "${READ_OPTS[@]}" >"$READBACK/$path"
+    a=$(sha256 "$SRC/$path")
+    b=$(sha256 "$READBACK/$path")
+    if [ "$a" = "$b" ]; then
+        info "  same  ${a:0:16}…  $path"
+    else
+        info "  DIFF  ${a:0:16}… vs ${b:0:16}…  $path"
+        MISMATCH=$((MISMATCH + 1))
+    fi
+done <"$WORK/dataset-files.txt"
+[ "$MISMATCH" -eq 0 ] || die "$MISMATCH file(s) differ after the round trip"
+N_FILES=$(wc -l <"$WORK/dataset-files.txt" | tr -d ' ')
+info "all $N_FILES regular files are byte-identical to the source"
+LINK_TARGET=$("$CCE4" dataset ls -l "${READ_OPTS[@]}" | awk '$NF != "" && / -> / { sub(/.* -> /, ""); print; exit }')
+[ "$LINK_TARGET" = "$(readlink "$SRC/latest_panel.parquet")" ] \
+    || die "symlink target '$LINK_TARGET' differs from the source's"
+info "symlink latest_panel.parquet -> $LINK_TARGET, as in the source"
+
+info "a tiny analysis, run on the read-back copy and on the source:"
+analysis() {
+    "$PY" - "$1" <<'EOF'
+import sys
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+d = sys.argv[1]
+panel = pq.read_table(f"{d}/biomarkers/panel_2025.parquet").to_pandas()
+cohort = pd.read_csv(f"{d}/cohort/participants.csv")
+grip = np.load(f"{d}/imaging/grip_strength.npy")
+with h5py.File(f"{d}/omics/methylation.h5", "r") as f:
+    beta_mean = float(f["beta"][...].mean())
+df = panel.merge(cohort[["participant_id", "sex", "smoker"]], on="participant_id")
+t = df.groupby("sex").agg(
+    participants=("participant_id", "nunique"),
+    mean_epigenetic_age=("epigenetic_age_years", "mean"),
+    mean_telomere_kb=("telomere_kb", "mean"),
+).round(3)
+print(t.to_string())
+print(f"current smokers' mean epigenetic age: {df.loc[df.smoker == 'current', 'epigenetic_age_years'].mean():.3f}")
+print(f"grip strength {grip.shape} mean {grip.mean():.3f} kg; methylation beta mean {beta_mean:.5f}")
+EOF
+}
+analysis "$READBACK" >"$WORK/analysis-readback.txt"
+analysis "$SRC" >"$WORK/analysis-source.txt"
+info "  from $READBACK:"
+sed 's/^/      /' "$WORK/analysis-readback.txt"
+diff -u "$WORK/analysis-source.txt" "$WORK/analysis-readback.txt" >/dev/null \
+    || die "the analysis differs between the source and the read-back copy"
+info "  from $SRC: identical output"
+
+# ---------------------------------------------------------------------------
+step "8/9  Tamper check: flip one byte in a copy of the store and verify again"
+cp -R "$STORE_DIR" "$TAMPERED_DIR"
+# The largest object file; flip the lowest bit of its middle byte.
+VICTIM=$("$PY" - "$TAMPERED_DIR" <<'EOF'
+import os, sys
+objs = [os.path.join(r, n) for r, _, ns in os.walk(sys.argv[1]) for n in ns if "/objects/" in os.path.join(r, n)]
+p = max(objs, key=os.path.getsize)
+size = os.path.getsize(p)
+with open(p, "r+b") as f:
+    f.seek(size // 2)
+    b = f.read(1)[0]
+    f.seek(size // 2)
+    f.write(bytes([b ^ 0x01]))
+print(p)
+EOF
+)
+VICTIM_KEY=$(basename "$VICTIM")
+info "flipped 1 bit in the middle of ${VICTIM#"$TAMPERED_DIR"/} ($(wc -c <"$VICTIM" | tr -d ' ') bytes)"
+TAMPER_OPTS=(--store "file://$TAMPERED_DIR" --dataset "$DATASET" --root "$ROOT" --insecure-key-file "$KEY")
+info "$CCE4 dataset verify --store file://$TAMPERED_DIR ... --show-names"
+if VERIFY_OUT=$("$CCE4" dataset verify --show-names "${TAMPER_OPTS[@]}" 2>&1); then
+    VERIFY_RC=0
+else
+    VERIFY_RC=$?
+fi
+printf '%s\n' "$VERIFY_OUT" | sed 's/^/      /'
+info "verify exit status: $VERIFY_RC (expected 65)"
+[ "$VERIFY_RC" -ne 0 ] || die "verify accepted a tampered store"
+[ "$VERIFY_RC" -eq 65 ] || die "verify exited $VERIFY_RC on a tampered store, expected 65"
+grep -qF "$VICTIM_KEY" <<<"$VERIFY_OUT" || die "verify did not name the tampered object $VICTIM_KEY"
+info "verify caught the flipped bit and named the bad object"
+if "$CCE4" dataset cat omics/methylation.h5 "${TAMPER_OPTS[@]}" >/dev/null 2>"$WORK/tampered-cat.err"; then
+    die "cat read a tampered file without an error"
+else
+    CAT_RC=$?
+fi
+info "reading the damaged file also fails (exit $CAT_RC):"
+sed 's/^/      /' "$WORK/tampered-cat.err"
+
+# ---------------------------------------------------------------------------
+step "9/9  Summary"
+STORE_BYTES=$(find "$STORE_DIR" -type f -path '*/objects/*' -exec cat {} + | wc -c | tr -d ' ')
+SRC_BYTES=$(find "$SRC" -type f -exec cat {} + | wc -c | tr -d ' ')
+info "dataset        $DATASET, root $ROOT"
+info "source         $N_FILES files + 1 symlink, $SRC_BYTES bytes in $SRC"
+info "store          $N_OBJECTS opaque objects, $STORE_BYTES bytes in $STORE_DIR"
+info "confidential   no plaintext ids, column names, file names, attributes or format headers in the store"
+info "verify         OK on the real store; exit 65 naming the bad object on the tampered copy"
+info "round trip     every file byte-identical; same analysis results from source and read-back"
+info "took           $((SECONDS - START)) s"
+printf '\nDEMO PASSED\n'
