@@ -16,7 +16,7 @@ public struct StreamParameters: Hashable, Sendable {
     /// The largest segment this implementation accepts (bounds per-read scratch memory).
     public static let maximumSegmentSize = 8 << 20
     /// The default, chosen by measurement: see docs/format.md §2.4.
-    public static let defaultSegmentSize = 64 << 10
+    public static let defaultSegmentSize = 16 << 10
 
     /// Ciphertext bytes per segment, tag included (Tink's `ciphertext_segment_size`).
     public let segmentSize: Int

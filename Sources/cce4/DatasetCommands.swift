@@ -30,7 +30,7 @@ struct ReadOptions: ParsableArguments {
     @Option(name: .customLong("insecure-key-file"), help: ArgumentHelp("The dataset key file (development only; see 'cce4 key generate').", valueName: "path"))
     var keyFile: String
 
-    @Option(help: ArgumentHelp("Log level on standard error: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    @Option(help: ArgumentHelp("Log level on standard error.", valueName: "level"))
     var logLevel: Logger.Level = .warning
 
     func validate() throws {
@@ -149,9 +149,8 @@ extension DatasetCommand {
                     line.update(String(format: "packing: %3.0f%%  %d/%d files  %@ / %@  %@/s", pct, p.filesDone, p.filesTotal,
                                        formatBytes(p.bytesDone), formatBytes(p.bytesTotal), formatBytes(Int64(rate))))
                 }
-                line.finish(String(format: "packed %d files, %d directories, %d symlinks: %@ plaintext, %@ ciphertext in %.1fs",
-                                   result.files, result.directories, result.symlinks,
-                                   formatBytes(result.plaintextBytes), formatBytes(result.ciphertextBytes), line.elapsed))
+                line.finish("packed \(plural(result.files, "file")), \(plural(result.directories, "directory", "directories")), \(plural(result.symlinks, "symlink")): "
+                            + "\(formatBytes(result.plaintextBytes)) plaintext, \(formatBytes(result.ciphertextBytes)) ciphertext in \(String(format: "%.1f", line.elapsed))s")
                 print(result.root.hex)
             }
         }
@@ -184,20 +183,22 @@ extension DatasetCommand {
                     }
                     hash = d.hash
                 }
-                try listDirectory(reader, hash, prefix: "")
+                let base = path.split(separator: "/").joined(separator: "/")
+                try listDirectory(reader, hash, prefix: base.isEmpty ? "" : base + "/")
             }
         }
 
         func listDirectory(_ reader: DatasetReader, _ hash: SHA256Digest, prefix: String) throws {
             let listing = try reader.directory(hash)
-            var subdirs = [(String, SHA256Digest)]()
             for i in 0..<listing.count {
                 let e: DirectoryEntry
                 do { e = try listing.entry(at: i) } catch { throw DatasetError.integrity(object: reader.objectKey(ofDirectory: hash), detail: "\(error)") }
-                printEntry(e, prefix: prefix)
-                if recursive, case .directory(let d) = e.target { subdirs.append((prefix + String(decoding: e.name, as: UTF8.self) + "/", d.hash)) }
+                printEntry(e, prefix: recursive ? prefix : "")
+                // Depth-first, like find(1): every printed path can be passed to 'cat'.
+                if recursive, case .directory(let d) = e.target {
+                    try listDirectory(reader, d.hash, prefix: prefix + String(decoding: e.name, as: UTF8.self) + "/")
+                }
             }
-            for (p, h) in subdirs { try listDirectory(reader, h, prefix: p) }
         }
 
         func printEntry(_ e: DirectoryEntry, prefix: String) {
@@ -246,11 +247,19 @@ extension DatasetCommand {
                 let file = try reader.open(f)
                 let end = min(f.size, length.map { offset + $0 } ?? f.size)
                 var pos = min(offset, end)
+                let start = pos
                 var buf = [UInt8](repeating: 0, count: 1 << 20)
                 defer { secureWipe(&buf) }
                 while pos < end {
                     let want = min(Int64(buf.count), end - pos)
-                    let n = try buf.withUnsafeMutableBytes { try file.read(pos..<pos + want, into: $0) }
+                    let n: Int
+                    do {
+                        n = try buf.withUnsafeMutableBytes { try file.read(pos..<pos + want, into: $0) }
+                    } catch {
+                        let f = Failure.from(error)
+                        let note = pos > start ? " The \(pos - start) bytes already written are authentic but INCOMPLETE: discard the output." : ""
+                        throw Failure(description: f.description + note, exitCode: f.exitCode)
+                    }
                     try buf.withUnsafeBytes { b in
                         var done = 0
                         while done < n {
@@ -296,7 +305,10 @@ extension DatasetCommand {
                 }
                 line.finish("")
                 for p in report.problems { print(p) }
-                let summary = "\(report.directories) directories, \(report.files) files, \(report.symlinks) symlinks, \(formatBytes(report.plaintextBytes)) plaintext in \(formatBytes(report.ciphertextBytes)) of objects"
+                if report.directories == 0 && !report.problems.isEmpty {
+                    print("hint: the root directory did not open: check the key file, --dataset and --root (a wrong key looks exactly like tampering)")
+                }
+                let summary = "\(plural(report.directories, "directory", "directories")), \(plural(report.files, "file")), \(plural(report.symlinks, "symlink")), \(formatBytes(report.plaintextBytes)) plaintext in \(formatBytes(report.ciphertextBytes)) of objects"
                 if report.ok {
                     print("OK: \(summary)")
                 } else {
@@ -334,6 +346,8 @@ extension DatasetCommand {
         }
     }
 }
+
+func plural(_ n: Int, _ one: String, _ many: String? = nil) -> String { "\(n) " + (n == 1 ? one : (many ?? one + "s")) }
 
 extension String {
     func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
