@@ -1,0 +1,28 @@
+# cce4long: the README's commands. `make help` lists the targets.
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+.PHONY: help setup build demo test bench-segments clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: ## Install what is missing: Debian packages, the Python venv
+	@scripts/setup.sh
+
+build: setup ## Build everything in release mode
+	swift build -c release
+
+demo: build ## Pack, verify and read back a synthetic longevity dataset, end to end
+	CCE4=.build/release/cce4 scripts/demo.sh
+
+test: setup ## Build and run every test (as root: some tests mount tmpfs)
+	swift build --build-tests
+	swift test --skip-build
+
+bench-segments: setup ## Measure ciphertext segment sizes (docs/format.md §2.4)
+	swift build -c release --product cce4-bench
+	.build/release/cce4-bench segments --runs 5
+
+clean: ## Remove build outputs and the demo's work folder
+	rm -rf .build demo/work
