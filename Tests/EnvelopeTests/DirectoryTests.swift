@@ -135,3 +135,23 @@ struct MalformedInputTests {
         _ = hash
     }
 }
+
+@Suite("Directory body vector")
+struct DirectoryVectorTests {
+    /// docs/format.md §3.4, computed independently from the spec (Python struct).
+    static let frozen = "43344452010000000000000300000000000000400000007905612e6373760101a4000000006553f1001dcd6500000000000000000500004000000102030405060708090a0b0c0d0e0f000d6f626a656374732f61622f616201640201ed000000000000000100000000e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8550000000000000000016c0301ff0000000000000000000000000005612e637376"
+
+    @Test("the frozen directory body of docs/format.md encodes and decodes exactly")
+    func vector() throws {
+        let entries = [
+            DirectoryEntry(name: Array("l".utf8), mode: 0o777, mtimeSeconds: 0, mtimeNanoseconds: 0, target: .symlink(Array("a.csv".utf8))),
+            DirectoryEntry(name: Array("a.csv".utf8), mode: 0o644, mtimeSeconds: 1_700_000_000, mtimeNanoseconds: 500_000_000,
+                           target: .file(FileRef(size: 5, segmentSize: 16384, fileID: Array(0..<16).map(UInt8.init), objectKey: "objects/ab/ab", layout: .single))),
+            DirectoryEntry(name: Array("d".utf8), mode: 0o755, mtimeSeconds: 1, mtimeNanoseconds: 0,
+                           target: .directory(DirectoryRef(hash: SHA256Digest.hash([]), entryCount: 0, subdirectoryCount: 0))),
+        ]
+        #expect(Hex.encode(try DirectoryCodec.encode(entries)) == Self.frozen)
+        let listing = try DirectoryListing(plaintext: Hex.decode(Self.frozen)!)
+        #expect(try listing.validateAll().map(\.name) == [Array("a.csv".utf8), [0x64], [0x6c]])
+    }
+}
