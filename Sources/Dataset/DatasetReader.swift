@@ -31,7 +31,14 @@ public final class DatasetReader: Sendable {
         do { objectKey = try layout.directoryKey(hash) } catch { throw DatasetError.wrap(error, object: nil) }
         let listing: DirectoryListing
         do {
-            let (bytes, _) = try store.get(objectKey)
+            // The store is untrusted: bound the size before reading, so a huge object cannot
+            // exhaust memory before its hash is checked.
+            let info = try store.head(objectKey)
+            let limit = StreamParameters.default.ciphertextSize(plaintextSize: Int64(DirectoryLimits.maxPlaintextSize))
+            guard info.size <= limit else {
+                throw DatasetError.integrity(object: objectKey.rawValue, detail: "directory object is \(info.size) bytes, more than any directory can be")
+            }
+            let (bytes, _) = try store.get(objectKey, range: 0..<info.size)
             listing = try DirectoryObject.open(bytes, expectedHash: hash, datasetID: layout.datasetID, key: key)
         } catch {
             throw DatasetError.wrap(error, object: objectKey)

@@ -31,16 +31,8 @@ public enum InsecureKeyFile {
             throw EnvelopeError.malformed("not a cce4 key file (expected one line '\(label) <64 hex digits>'; make one with 'cce4 key generate')")
         }
         return try SecureBytes(count: keyLength) { out in
-            func v(_ c: UInt8) -> UInt8? {
-                switch c {
-                case 48...57: return c - 48
-                case 97...102: return c - 87
-                case 65...70: return c - 55
-                default: return nil
-                }
-            }
             for i in 0..<keyLength {
-                guard let hi = v(bytes[prefix.count + 2 * i]), let lo = v(bytes[prefix.count + 2 * i + 1]) else {
+                guard let hi = Hex.nibble(bytes[prefix.count + 2 * i]), let lo = Hex.nibble(bytes[prefix.count + 2 * i + 1]) else {
                     throw EnvelopeError.malformed("key file has a non-hex digit")
                 }
                 out[i] = hi << 4 | lo
