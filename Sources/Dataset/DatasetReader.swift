@@ -26,6 +26,15 @@ public final class DatasetReader: Sendable {
 
     /// The directory object with `hash`, fetched, hash-checked, decrypted and parsed.
     public func directory(_ hash: SHA256Digest) throws -> DirectoryListing {
+        try directory(hash, expectedSize: nil)
+    }
+
+    /// A subdirectory, whose object size its parent records.
+    public func directory(_ ref: DirectoryRef) throws -> DirectoryListing {
+        try directory(ref.hash, expectedSize: ref.objectSize)
+    }
+
+    func directory(_ hash: SHA256Digest, expectedSize: Int64?) throws -> DirectoryListing {
         if let d = directories.withLock({ $0[hash] }) { return d }
         let objectKey: ObjectKey
         do { objectKey = try layout.directoryKey(hash) } catch { throw DatasetError.wrap(error, object: nil) }
@@ -34,9 +43,14 @@ public final class DatasetReader: Sendable {
             // The store is untrusted: bound the size before reading, so a huge object cannot
             // exhaust memory before its hash is checked.
             let info = try store.head(objectKey)
-            let limit = StreamParameters.default.ciphertextSize(plaintextSize: Int64(DirectoryLimits.maxPlaintextSize))
-            guard info.size <= limit else {
-                throw DatasetError.integrity(object: objectKey.rawValue, detail: "directory object is \(info.size) bytes, more than any directory can be")
+            if let expectedSize {
+                guard info.size == expectedSize else {
+                    throw DatasetError.integrity(object: objectKey.rawValue, detail: "directory object is \(info.size) bytes, its parent says \(expectedSize)")
+                }
+            } else {
+                guard info.size >= 0, info.size <= DirectoryLimits.maxRootObjectSize else {
+                    throw DatasetError.integrity(object: objectKey.rawValue, detail: "root directory object is \(info.size) bytes, outside 0...\(DirectoryLimits.maxRootObjectSize)")
+                }
             }
             let (bytes, _) = try store.get(objectKey, range: 0..<info.size)
             listing = try DirectoryObject.open(bytes, expectedHash: hash, datasetID: layout.datasetID, key: key)
@@ -75,6 +89,7 @@ public final class DatasetReader: Sendable {
             result = .entry(entry, parent: current)
             if i < comps.count - 1 {
                 guard case .directory(let d) = entry.target else { throw DatasetError.wrongKind("not a directory: a component of \(path)") }
+                _ = try directory(d)
                 current = d.hash
             }
         }
@@ -98,6 +113,12 @@ public final class DatasetFile: Sendable {
     init(reader: DatasetReader, file: FileRef, key: SecureBytes) throws {
         self.file = file
         self.store = reader.store
+        // FileRef has a public initializer: check what the decoder would have checked.
+        do { _ = try file.parameters() } catch { throw DatasetError.invalidArgument("\(error)") }
+        if case .parts(let ps) = file.layout, ps <= 0 || ps % Int64(file.segmentSize) != 0 {
+            throw DatasetError.invalidArgument("part size must be a positive multiple of the segment size")
+        }
+        guard file.size >= 0, file.fileID.count == DirectoryLimits.fileIDLength else { throw DatasetError.invalidArgument("malformed file reference") }
         var parts = [(key: ObjectKey, size: Int64)]()
         do {
             for p in file.parts { parts.append((try reader.layout.storeKey(p.key), p.size)) }

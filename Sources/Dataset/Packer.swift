@@ -48,8 +48,8 @@ public final class Packer: Sendable {
 
     public init(store: any ObjectStore, datasetID: String, key: SecureBytes, options: PackOptions = PackOptions()) throws {
         if let ps = options.partSize {
-            guard ps > 0, ps % Int64(options.parameters.segmentSize) == 0 else {
-                throw DatasetError.invalidArgument("part size \(ps) must be a positive multiple of the segment size \(options.parameters.segmentSize)")
+            guard ps > 0, ps <= DirectoryLimits.maxPartSize, ps % Int64(options.parameters.segmentSize) == 0 else {
+                throw DatasetError.invalidArgument("part size \(ps) must be a positive multiple of the segment size \(options.parameters.segmentSize), at most 1 TiB")
             }
         }
         self.store = store
@@ -143,7 +143,7 @@ public final class Packer: Sendable {
         let refs = try encryptFiles(files, totalBytes: total, progress: progress)
         var counts = SealCounts()
         counts.ciphertextBytes = refs.values.reduce(0) { $0 + $1.ciphertextSize }
-        let (root, _, _) = try seal(rootNode, refs: refs, counts: &counts)
+        let (root, _, _, _) = try seal(rootNode, refs: refs, counts: &counts)
         let dirs = counts.directories, links = counts.symlinks, ctBytes = counts.ciphertextBytes
         let result = PackResult(root: root, files: files.count, directories: dirs, symlinks: links, plaintextBytes: total, ciphertextBytes: ctBytes)
         try writeVersionMarker(result)
@@ -162,7 +162,7 @@ public final class Packer: Sendable {
 
     /// Seals a directory after its subdirectories (post-order): a parent needs each
     /// child's hash. Returns the hash, entry count and subdirectory count.
-    private func seal(_ n: Node, refs: [ObjectIdentifier: FileRef], counts: inout SealCounts) throws -> (SHA256Digest, UInt32, UInt32) {
+    private func seal(_ n: Node, refs: [ObjectIdentifier: FileRef], counts: inout SealCounts) throws -> (SHA256Digest, Int64, UInt32, UInt32) {
         guard case .directory(let children) = n.kind else { throw DatasetError.invalidArgument("internal: seal of a non-directory") }
         var entries = [DirectoryEntry]()
         var subdirs: UInt32 = 0
@@ -176,8 +176,8 @@ public final class Packer: Sendable {
                 target = .symlink(t)
                 counts.symlinks += 1
             case .directory:
-                let (h, count, sub) = try seal(c, refs: refs, counts: &counts)
-                target = .directory(DirectoryRef(hash: h, entryCount: count, subdirectoryCount: sub))
+                let (h, size, count, sub) = try seal(c, refs: refs, counts: &counts)
+                target = .directory(DirectoryRef(hash: h, objectSize: size, entryCount: count, subdirectoryCount: sub))
                 subdirs += 1
             }
             entries.append(DirectoryEntry(name: c.name, mode: c.mode, mtimeSeconds: Int64(c.mtime.tv_sec),
@@ -187,7 +187,7 @@ public final class Packer: Sendable {
         try store.put(layout.directoryKey(hash), object)
         counts.directories += 1
         counts.ciphertextBytes += Int64(object.count)
-        return (hash, UInt32(entries.count), subdirs)
+        return (hash, Int64(object.count), UInt32(entries.count), subdirs)
     }
 
     private func writeVersionMarker(_ r: PackResult) throws {

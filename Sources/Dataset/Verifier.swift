@@ -40,12 +40,13 @@ public struct Verifier {
 
     public func run(progress: ((VerifyReport) -> Void)? = nil) -> VerifyReport {
         var report = VerifyReport()
-        var stack: [(SHA256Digest, String)] = [(reader.root, "/")]
-        while let (hash, path) = stack.popLast() {
+        var stack: [(SHA256Digest, Int64?, String)] = [(reader.root, nil, "/")]
+        while let (hash, size, path) = stack.popLast() {
             let dirKey = reader.objectKey(ofDirectory: hash)
             let entries: [DirectoryEntry]
             do {
-                entries = try reader.directory(hash).validateAll()
+                let listing = try size.map { try reader.directory(DirectoryRef(hash: hash, objectSize: $0, entryCount: 0, subdirectoryCount: 0)) } ?? reader.directory(hash)
+                entries = try listing.validateAll()
             } catch {
                 report.problems.append(problem(error, object: dirKey, path: path))
                 continue
@@ -55,7 +56,7 @@ public struct Verifier {
                 let childPath = path == "/" ? "/" + display(e.name) : path + "/" + display(e.name)
                 switch e.target {
                 case .directory(let d):
-                    stack.append((d.hash, childPath))
+                    stack.append((d.hash, d.objectSize, childPath))
                 case .symlink:
                     report.symlinks += 1
                 case .file(let f):

@@ -55,12 +55,15 @@ public struct FileRef: Sendable, Equatable {
 /// A subdirectory: the SHA-256 of its directory object, which is also its object's name.
 public struct DirectoryRef: Sendable, Equatable {
     public var hash: SHA256Digest
+    /// Exact size of the child's object in bytes: a reader refuses any other size before
+    /// fetching it, so an untrusted store cannot make it read an oversized object.
+    public var objectSize: Int64
     /// Number of entries in the child (for st_size and progress, without loading it).
     public var entryCount: UInt32
     /// Number of subdirectories in the child (for st_nlink).
     public var subdirectoryCount: UInt32
-    public init(hash: SHA256Digest, entryCount: UInt32, subdirectoryCount: UInt32) {
-        self.hash = hash; self.entryCount = entryCount; self.subdirectoryCount = subdirectoryCount
+    public init(hash: SHA256Digest, objectSize: Int64, entryCount: UInt32, subdirectoryCount: UInt32) {
+        self.hash = hash; self.objectSize = objectSize; self.entryCount = entryCount; self.subdirectoryCount = subdirectoryCount
     }
 }
 
@@ -110,6 +113,11 @@ public enum DirectoryLimits {
     public static let maxEntries = 16_000_000
     public static let maxPlaintextSize = 2 << 30
     public static let fileIDLength = 16
+    /// Largest part size, and most parts, of a file stored in parts.
+    public static let maxPartSize: Int64 = 1 << 40
+    public static let maxParts: Int64 = 1 << 20
+    /// Largest directory object a reader fetches without knowing its size (the root).
+    public static let maxRootObjectSize: Int64 = 256 << 20
 }
 
 /// Validates a name as a directory entry name.
@@ -183,12 +191,16 @@ public enum DirectoryCodec {
             switch f.layout {
             case .single: w.u8(0)
             case .parts(let ps):
-                guard ps > 0, ps % Int64(f.segmentSize) == 0 else { throw .invalidArgument("part size must be a positive multiple of the segment size") }
+                guard ps > 0, ps <= DirectoryLimits.maxPartSize, ps % Int64(f.segmentSize) == 0 else {
+                    throw .invalidArgument("part size must be a positive multiple of the segment size, at most 1 TiB")
+                }
+                guard (f.ciphertextSize + ps - 1) / ps <= DirectoryLimits.maxParts else { throw .invalidArgument("more than 2^20 parts; use a larger part size") }
                 w.u8(1); w.u64(UInt64(ps))
             }
             w.u8(UInt8(f.objectKey.utf8.count)); w.raw(Array(f.objectKey.utf8))
         case .directory(let d):
-            w.raw(d.hash.bytes); w.u32(d.entryCount); w.u32(d.subdirectoryCount)
+            guard d.objectSize >= Int64(StreamParameters.headerLength + StreamParameters.tagLength) else { throw .invalidArgument("directory object size out of range") }
+            w.raw(d.hash.bytes); w.u64(UInt64(d.objectSize)); w.u32(d.entryCount); w.u32(d.subdirectoryCount)
         case .symlink(let t):
             guard !t.isEmpty, t.count <= DirectoryLimits.maxSymlinkTarget, !t.contains(0) else {
                 throw .invalidArgument("symlink target must be 1...\(DirectoryLimits.maxSymlinkTarget) bytes without NUL")
@@ -223,7 +235,9 @@ public enum DirectoryCodec {
             case 0: layout = .single
             case 1:
                 let ps = try r.u64()
-                guard ps > 0, ps <= UInt64(1) << 40, ps % UInt64(seg) == 0 else { throw .malformed("part size \(ps) is not a positive multiple of the segment size") }
+                guard ps > 0, ps <= UInt64(DirectoryLimits.maxPartSize), ps % UInt64(seg) == 0 else { throw .malformed("part size \(ps) is not a positive multiple of the segment size") }
+                let total = params.ciphertextSize(plaintextSize: Int64(size))
+                guard (total + Int64(ps) - 1) / Int64(ps) <= DirectoryLimits.maxParts else { throw .malformed("file has more than 2^20 parts") }
                 layout = .parts(partSize: Int64(ps))
             default: throw .malformed("unknown object layout \(layoutByte)")
             }
@@ -234,9 +248,14 @@ public enum DirectoryCodec {
             target = .file(FileRef(size: Int64(size), segmentSize: seg, fileID: fileID, objectKey: key, layout: layout))
         case .directory:
             let hash = SHA256Digest(unchecked: try r.bytes(32))
+            let objectSize = try r.u64()
+            guard objectSize >= UInt64(StreamParameters.headerLength + StreamParameters.tagLength),
+                  objectSize <= UInt64(StreamParameters.default.ciphertextSize(plaintextSize: Int64(DirectoryLimits.maxPlaintextSize))) else {
+                throw .malformed("directory object size \(objectSize) out of range")
+            }
             let count = try r.u32(), subdirs = try r.u32()
             guard subdirs <= count else { throw .malformed("subdirectory count exceeds entry count") }
-            target = .directory(DirectoryRef(hash: hash, entryCount: count, subdirectoryCount: subdirs))
+            target = .directory(DirectoryRef(hash: hash, objectSize: Int64(objectSize), entryCount: count, subdirectoryCount: subdirs))
         case .symlink:
             let n = Int(try r.u16())
             guard n >= 1, n <= DirectoryLimits.maxSymlinkTarget else { throw .malformed("symlink target length \(n) out of range") }

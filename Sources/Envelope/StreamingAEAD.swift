@@ -50,7 +50,7 @@ public struct StreamParameters: Hashable, Sendable {
     /// The plaintext size that a well-formed stream of `ciphertextSize` bytes holds, or nil.
     public func plaintextSize(ciphertextSize c: Int64) -> Int64? {
         let s = Int64(segmentSize), h = Int64(Self.headerLength), t = Int64(Self.tagLength)
-        guard c >= h + t else { return nil }
+        guard c >= h + t, c <= Int64.max / 2 else { return nil }
         let n = (c + s - 1) / s
         let lastStart = n == 1 ? h : (n - 1) * s
         guard c - lastStart >= t else { return nil }
@@ -288,7 +288,7 @@ public final class StreamDecryptor: Sendable {
 
     public init(key: SecureBytes, associatedData: [UInt8], header: StreamHeader, plaintextSize: Int64,
                 parameters: StreamParameters = .default) throws {
-        guard plaintextSize >= 0 else { throw EnvelopeError.invalidArgument("negative plaintext size") }
+        guard plaintextSize >= 0, plaintextSize <= Int64.max / 4 else { throw EnvelopeError.invalidArgument("plaintext size out of range") }
         guard parameters.segmentCount(plaintextSize: plaintextSize) <= Int64(UInt32.max) else {
             throw EnvelopeError.malformed("stream too long for 32-bit segment indices")
         }

@@ -70,7 +70,9 @@ public final class FileObjectStore: ObjectStore {
 
     public func read(_ key: ObjectKey, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch: String?) throws(ObjectStoreError) -> ReadResult {
         guard offset >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "negative offset") }
-        let fd = open(path(key), O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO planted in a shared store directory must not hang the reader
+        // before the regular-file check below (it has no effect on regular files).
+        let fd = open(path(key), O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw Self.error(errno, key: key.rawValue, "open") }
         defer { close(fd) }
         var st = stat()

@@ -121,18 +121,17 @@ extension ObjectStore {
                 do throws(ObjectStoreError) { result = try read(key, at: range.lowerBound, into: b, ifMatch: nil) } catch { failure = error }
             }
             if let failure { throw failure }
+            guard (0...buf.count).contains(result.count), result.objectSize >= 0 else {
+                throw ObjectStoreError(.io, key: key.rawValue, "store reported an impossible read (\(result.count) bytes of \(buf.count), object size \(result.objectSize))")
+            }
             buf.removeSubrange(result.count...)
             return (buf, result.objectSize)
         }
         let info = try head(key)
-        var (bytes, size) = try get(key, range: 0..<info.size)
-        // The object may have grown between head and read: read on until the end.
-        while Int64(bytes.count) < size {
-            let more = try get(key, range: Int64(bytes.count)..<size)
-            if more.bytes.isEmpty { break }
-            bytes += more.bytes; size = more.objectSize
-        }
-        return (bytes, size)
+        guard info.size >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "store reported a negative size") }
+        // One read of the size head reported; an object that changed in between is the
+        // caller's to detect (sizes and hashes are checked above this layer).
+        return try get(key, range: 0..<info.size)
     }
 
     /// Writes a whole object.

@@ -173,30 +173,29 @@ extension DatasetCommand {
         func run() throws {
             try guarded {
                 let reader = try options.open()
-                let hash: SHA256Digest
+                let listing: DirectoryListing, hash: SHA256Digest
                 switch try reader.resolve(path) {
-                case .root: hash = reader.root
+                case .root: (listing, hash) = (try reader.rootDirectory(), reader.root)
                 case .entry(let e, _):
                     guard case .directory(let d) = e.target else {
                         printEntry(e, prefix: "")
                         return
                     }
-                    hash = d.hash
+                    (listing, hash) = (try reader.directory(d), d.hash)
                 }
                 let base = path.split(separator: "/").joined(separator: "/")
-                try listDirectory(reader, hash, prefix: base.isEmpty ? "" : base + "/")
+                try listDirectory(reader, listing, hash, prefix: base.isEmpty ? "" : base + "/")
             }
         }
 
-        func listDirectory(_ reader: DatasetReader, _ hash: SHA256Digest, prefix: String) throws {
-            let listing = try reader.directory(hash)
+        func listDirectory(_ reader: DatasetReader, _ listing: DirectoryListing, _ hash: SHA256Digest, prefix: String) throws {
             for i in 0..<listing.count {
                 let e: DirectoryEntry
                 do { e = try listing.entry(at: i) } catch { throw DatasetError.integrity(object: reader.objectKey(ofDirectory: hash), detail: "\(error)") }
                 printEntry(e, prefix: recursive ? prefix : "")
                 // Depth-first, like find(1): every printed path can be passed to 'cat'.
                 if recursive, case .directory(let d) = e.target {
-                    try listDirectory(reader, d.hash, prefix: prefix + String(decoding: e.name, as: UTF8.self) + "/")
+                    try listDirectory(reader, try reader.directory(d), d.hash, prefix: prefix + String(decoding: e.name, as: UTF8.self) + "/")
                 }
             }
         }
@@ -334,7 +333,7 @@ extension DatasetCommand {
                 let s = try ObjectStores.open(url: store)
                 let layout = try DatasetLayout(datasetID: dataset)
                 for info in try s.listAll(prefix: layout.prefix + "versions/") {
-                    let (bytes, _) = try s.get(info.key, range: 0..<min(info.size, 4096))
+                    let (bytes, _) = try s.get(info.key, range: 0..<max(0, min(info.size, 4096)))
                     let obj = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
                     let root = info.key.rawValue.split(separator: "/").last.map(String.init) ?? "?"
                     let created = obj?["created"] as? String ?? "?"

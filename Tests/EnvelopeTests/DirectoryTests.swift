@@ -14,7 +14,7 @@ struct DirectoryTests {
     static let sample: [DirectoryEntry] = [
         fileEntry("zeta.csv", size: 5),
         DirectoryEntry(name: Array("sub".utf8), mode: 0o755, mtimeSeconds: -5, mtimeNanoseconds: 999_999_999,
-                       target: .directory(DirectoryRef(hash: SHA256Digest.hash([1]), entryCount: 3, subdirectoryCount: 1))),
+                       target: .directory(DirectoryRef(hash: SHA256Digest.hash([1]), objectSize: 1000, entryCount: 3, subdirectoryCount: 1))),
         DirectoryEntry(name: Array("link".utf8), mode: 0o777, mtimeSeconds: 0, mtimeNanoseconds: 0, target: .symlink(Array("sub/x".utf8))),
         DirectoryEntry(name: [0xff, 0xfe, 0x41], mode: 0o600, mtimeSeconds: 1, mtimeNanoseconds: 1,
                        target: .file(FileRef(size: 1 << 33, segmentSize: 65536, fileID: Array(repeating: 3, count: 16),
@@ -139,7 +139,7 @@ struct MalformedInputTests {
 @Suite("Directory body vector")
 struct DirectoryVectorTests {
     /// docs/format.md §3.4, computed independently from the spec (Python struct).
-    static let frozen = "43344452010000000000000300000000000000400000007905612e6373760101a4000000006553f1001dcd6500000000000000000500004000000102030405060708090a0b0c0d0e0f000d6f626a656374732f61622f616201640201ed000000000000000100000000e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8550000000000000000016c0301ff0000000000000000000000000005612e637376"
+    static let frozen = "43344452010000000000000300000000000000400000008105612e6373760101a4000000006553f1001dcd6500000000000000000500004000000102030405060708090a0b0c0d0e0f000d6f626a656374732f61622f616201640201ed000000000000000100000000e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85500000000000000380000000000000000016c0301ff0000000000000000000000000005612e637376"
 
     @Test("the frozen directory body of docs/format.md encodes and decodes exactly")
     func vector() throws {
@@ -148,7 +148,7 @@ struct DirectoryVectorTests {
             DirectoryEntry(name: Array("a.csv".utf8), mode: 0o644, mtimeSeconds: 1_700_000_000, mtimeNanoseconds: 500_000_000,
                            target: .file(FileRef(size: 5, segmentSize: 16384, fileID: Array(0..<16).map(UInt8.init), objectKey: "objects/ab/ab", layout: .single))),
             DirectoryEntry(name: Array("d".utf8), mode: 0o755, mtimeSeconds: 1, mtimeNanoseconds: 0,
-                           target: .directory(DirectoryRef(hash: SHA256Digest.hash([]), entryCount: 0, subdirectoryCount: 0))),
+                           target: .directory(DirectoryRef(hash: SHA256Digest.hash([]), objectSize: 56, entryCount: 0, subdirectoryCount: 0))),
         ]
         #expect(Hex.encode(try DirectoryCodec.encode(entries)) == Self.frozen)
         let listing = try DirectoryListing(plaintext: Hex.decode(Self.frozen)!)
