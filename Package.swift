@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "Dataset", targets: ["Dataset"]),
         .executable(name: "cce4", targets: ["cce4"]),
         .executable(name: "cce4-bench", targets: ["cce4-bench"]),
+        .executable(name: "cce4fs", targets: ["cce4fs"]),
+        .library(name: "Filesystem", targets: ["Filesystem"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,6 +27,11 @@ let package = Package(
         .target(
             name: "COpenSSL",
             linkerSettings: [.linkedLibrary("crypto")]
+        ),
+        // C fence: libfuse3's low-level API (version macros, bitfields, variadics).
+        .target(
+            name: "CFuse",
+            linkerSettings: [.linkedLibrary("fuse3")]
         ),
         // Formats and keys. Pure: no I/O, no FUSE, no network.
         .target(name: "Envelope", dependencies: ["COpenSSL"], swiftSettings: strict),
@@ -43,6 +50,18 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // The filesystem: semantics tests drive without FUSE, and a thin FUSE bridge.
+        .target(
+            name: "Filesystem",
+            dependencies: ["CFuse", "Dataset", "Envelope", "ObjectStore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // The mount command: cce4fs SOURCE MOUNTPOINT -o OPTIONS (mount.fuse3's shape).
+        .executableTarget(
+            name: "cce4fs",
+            dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .executableTarget(

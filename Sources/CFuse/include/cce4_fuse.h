@@ -1,0 +1,41 @@
+// cce4long: the C fence around libfuse3's low-level API.
+//
+// Why a shim: libfuse's entry points are version macros (fuse_session_loop_mt maps to
+// fuse_session_loop_mt_312 for the API pinned here), FUSE_ARGS_INIT is a macro,
+// fuse_file_info's flags are bitfields, and syslog(3) is variadic: Swift can call none of
+// these directly. Everything else (the ops struct, fuse_reply_*) Swift calls as is.
+#ifndef CCE4_FUSE_H
+#define CCE4_FUSE_H
+
+// The libfuse API this code is written against: 3.12 (Debian 12 ships 3.14).
+#define FUSE_USE_VERSION 312
+#include <fuse3/fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// fuse_session_new over an argv (FUSE_ARGS_INIT); the args are copied by libfuse.
+struct fuse_session *cce4_fuse_session_new(int argc, char **argv,
+                                           const struct fuse_lowlevel_ops *ops, void *userdata);
+
+/// fuse_session_loop_mt with a loop config: up to `max_threads` workers, `max_idle`
+/// kept idle, and one /dev/fuse fd per thread when `clone_fd` is set.
+int cce4_fuse_loop_mt(struct fuse_session *se, unsigned max_threads, unsigned max_idle, int clone_fd);
+
+/// Bitfields of struct fuse_file_info.
+void cce4_fi_set_keep_cache(struct fuse_file_info *fi, int on);
+void cce4_fi_set_direct_io(struct fuse_file_info *fi, int on);
+void cce4_fi_set_cache_readdir(struct fuse_file_info *fi, int on);
+
+/// syslog(3) with a fixed "%s" format (never a caller-controlled format string).
+void cce4_syslog(int priority, const char *message);
+
+/// The size fuse_add_direntry needs for a name (for sizing readdir replies).
+size_t cce4_direntry_size(const char *name, int plus);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,329 @@
+// The thin FUSE adapter: maps libfuse low-level requests onto DatasetFS and replies.
+// No semantics here (mountpoint-s3's fuse.rs over S3Filesystem).
+internal import CFuse
+import Dataset
+import Envelope
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A FUSE request that must be answered exactly once: every reply is `consuming`, and a
+/// request dropped without a reply answers EIO from `deinit` (and that is a bug to fix).
+struct Request: ~Copyable {
+    let req: fuse_req_t
+
+    init(_ req: fuse_req_t) { self.req = req }
+
+    consuming func error(_ e: Int32) { fuse_reply_err(req, e); discard self }
+    consuming func ok() { fuse_reply_err(req, 0); discard self }
+    consuming func none() { fuse_reply_none(req); discard self }
+
+    consuming func entry(_ a: Attributes, _ o: FSOptions) {
+        var e = fuse_entry_param()
+        e.ino = a.ino
+        e.generation = 1
+        e.attr = statOf(a)
+        e.attr_timeout = o.attrTimeout
+        e.entry_timeout = o.entryTimeout
+        fuse_reply_entry(req, &e)
+        discard self
+    }
+
+    consuming func attr(_ a: Attributes, _ o: FSOptions) {
+        var st = statOf(a)
+        fuse_reply_attr(req, &st, o.attrTimeout)
+        discard self
+    }
+
+    consuming func buffer(_ p: UnsafeRawPointer?, _ n: Int) {
+        fuse_reply_buf(req, p?.assumingMemoryBound(to: CChar.self), n)
+        discard self
+    }
+
+    consuming func open(_ fi: UnsafeMutablePointer<fuse_file_info>) { fuse_reply_open(req, fi); discard self }
+
+    consuming func readlink(_ target: [UInt8]) {
+        (target + [0]).withUnsafeBufferPointer { p in
+            p.withMemoryRebound(to: CChar.self) { _ = fuse_reply_readlink(req, $0.baseAddress) }
+        }
+        discard self
+    }
+
+    consuming func statfs(_ s: inout statvfs) { fuse_reply_statfs(req, &s); discard self }
+    consuming func xattrSize(_ n: Int) { fuse_reply_xattr(req, n); discard self }
+
+    deinit { fuse_reply_err(req, EIO) }
+}
+
+func statOf(_ a: Attributes) -> stat {
+    var st = stat()
+    st.st_ino = UInt(a.ino)
+    st.st_mode = a.mode
+    st.st_nlink = UInt(a.nlink)
+    st.st_size = Int(a.size)
+    st.st_uid = a.uid
+    st.st_gid = a.gid
+    st.st_blksize = Int(a.blockSize)
+    st.st_blocks = Int((a.size + 511) / 512)
+    let t = timespec(tv_sec: Int(a.mtimeSeconds), tv_nsec: Int(a.mtimeNanoseconds))
+    st.st_mtim = t; st.st_atim = t; st.st_ctim = t
+    return st
+}
+
+/// A per-thread buffer for read replies and the ciphertext they decrypt from: FUSE worker
+/// threads reuse it, so the read path does not allocate.
+final class ThreadBuffer {
+    var pointer: UnsafeMutableRawPointer
+    var capacity: Int
+    init(_ n: Int) { pointer = .allocate(byteCount: n, alignment: 4096); capacity = n }
+    deinit { secureZero(pointer, capacity); pointer.deallocate() }
+
+    func ensure(_ n: Int) -> UnsafeMutableRawBufferPointer {
+        if n > capacity {
+            secureZero(pointer, capacity)
+            pointer.deallocate()
+            capacity = max(n, capacity * 2)
+            pointer = .allocate(byteCount: capacity, alignment: 4096)
+        }
+        return UnsafeMutableRawBufferPointer(start: pointer, count: n)
+    }
+
+    static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { p in if let p { Unmanaged<ThreadBuffer>.fromOpaque(p).release() } }
+        return k
+    }()
+
+    static func current() -> ThreadBuffer {
+        if let p = pthread_getspecific(key) { return Unmanaged<ThreadBuffer>.fromOpaque(p).takeUnretainedValue() }
+        let b = ThreadBuffer(1 << 20)
+        pthread_setspecific(key, Unmanaged.passRetained(b).toOpaque())
+        return b
+    }
+}
+
+func secureZero(_ p: UnsafeMutableRawPointer, _ n: Int) {
+    secureWipe(UnsafeMutableRawBufferPointer(start: p, count: n))
+}
+
+/// A mounted FUSE session over a DatasetFS.
+public final class FuseSession: @unchecked Sendable {
+    public let fs: DatasetFS
+    let logger: Logger
+    private var session: OpaquePointer?
+    private var mounted = false
+
+    public init(fs: DatasetFS, logger: Logger) {
+        self.fs = fs
+        self.logger = logger
+    }
+
+    /// Creates the session with `args` (libfuse options such as ["-o", "ro,allow_other"])
+    /// and mounts it at `mountpoint`. Signal handlers (SIGINT, SIGTERM, SIGHUP) end the loop.
+    public func mount(at mountpoint: String, args: [String]) throws(FSError) {
+        var ops = Self.operations()
+        let argv = (["cce4fs"] + args).map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        var cargv = argv.map { UnsafeMutablePointer<CChar>($0) }
+        let se = cargv.withUnsafeMutableBufferPointer { p in
+            cce4_fuse_session_new(Int32(p.count), p.baseAddress, &ops, Unmanaged.passUnretained(self).toOpaque())
+        }
+        guard let se else { throw FSError(EINVAL, "libfuse refused the mount options \(args.joined(separator: " "))") }
+        session = se
+        guard fuse_set_signal_handlers(se) == 0 else { throw FSError(EIO, "cannot install signal handlers") }
+        guard fuse_session_mount(se, mountpoint) == 0 else {
+            throw FSError(EIO, "cannot mount at \(mountpoint) (is it an existing, empty directory? is /dev/fuse there? run as root or install fuse3)")
+        }
+        mounted = true
+    }
+
+    /// Serves requests on up to `threads` worker threads until unmounted or signalled.
+    public func run(threads: Int) -> Int32 {
+        guard let se = session else { return -1 }
+        return cce4_fuse_loop_mt(se, UInt32(threads), UInt32(max(1, threads / 2)), 0)
+    }
+
+    /// Unmounts (if still mounted) and frees the session.
+    public func close() {
+        guard let se = session else { return }
+        if mounted { fuse_session_unmount(se); mounted = false }
+        fuse_remove_signal_handlers(se)
+        fuse_session_destroy(se)
+        session = nil
+    }
+
+    deinit { close() }
+
+    // MARK: request plumbing
+
+    static func bridge(_ req: fuse_req_t?) -> FuseSession {
+        Unmanaged<FuseSession>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    }
+
+    /// The one place errors become errnos on the wire; integrity and I/O causes are logged
+    /// (object keys, never names or plaintext).
+    func fail(_ r: consuming Request, _ error: any Error, _ op: String) {
+        let e = FSError.from(error)
+        if e.isAlarming {
+            logger.warning("\(op) failed", metadata: ["errno": "\(e.errno)", "cause": "\(e.cause)"])
+        } else {
+            logger.debug("\(op) failed", metadata: ["errno": "\(e.errno)", "cause": "\(e.cause)"])
+        }
+        r.error(e.errno)
+    }
+
+    static func name(_ p: UnsafePointer<CChar>?) -> [UInt8] {
+        guard let p else { return [] }
+        return Array(UnsafeRawBufferPointer(start: p, count: strlen(p)))
+    }
+
+    static func operations() -> fuse_lowlevel_ops {
+        var ops = fuse_lowlevel_ops()
+        ops.`init` = { userdata, conn in
+            guard let conn else { return }
+            // Immutable snapshot: no need to invalidate cached pages on attribute changes.
+            conn.pointee.want &= ~UInt32(FUSE_CAP_AUTO_INVAL_DATA)
+            for cap in [FUSE_CAP_READDIRPLUS, FUSE_CAP_ASYNC_READ, FUSE_CAP_PARALLEL_DIROPS, FUSE_CAP_CACHE_SYMLINKS] {
+                if conn.pointee.capable & UInt32(cap) != 0 { conn.pointee.want |= UInt32(cap) }
+            }
+            conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
+            if let userdata {
+                let s = Unmanaged<FuseSession>.fromOpaque(userdata).takeUnretainedValue()
+                s.logger.info("FUSE session ready", metadata: ["proto": "\(conn.pointee.proto_major).\(conn.pointee.proto_minor)",
+                                                            "max_readahead": "\(conn.pointee.max_readahead)", "max_read": "\(conn.pointee.max_read)"])
+            }
+        }
+        ops.lookup = { req, parent, name in
+            let s = FuseSession.bridge(req), r = Request(req!)
+            do { let a = try s.fs.lookup(parent: parent, name: FuseSession.name(name)); r.entry(a, s.fs.options) } catch { s.fail(r, error, "lookup") }
+        }
+        ops.forget = { req, ino, n in
+            FuseSession.bridge(req).fs.forget(ino, count: n)
+            Request(req!).none()
+        }
+        ops.forget_multi = { req, count, forgets in
+            let s = FuseSession.bridge(req)
+            for i in 0..<count { if let f = forgets?[i] { s.fs.forget(f.ino, count: f.nlookup) } }
+            Request(req!).none()
+        }
+        ops.getattr = { req, ino, _ in
+            let s = FuseSession.bridge(req), r = Request(req!)
+            do { let a = try s.fs.getattr(ino); r.attr(a, s.fs.options) } catch { s.fail(r, error, "getattr") }
+        }
+        ops.readlink = { req, ino in
+            let s = FuseSession.bridge(req), r = Request(req!)
+            do { let t = try s.fs.readlink(ino); r.readlink(t) } catch { s.fail(r, error, "readlink") }
+        }
+        ops.open = { req, ino, fi in
+            let s = FuseSession.bridge(req), r = Request(req!)
+            guard let fi else { r.error(EIO); return }
+            do {
+                let file = try s.fs.open(ino, flags: fi.pointee.flags)
+                fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(file).toOpaque()))
+                // The snapshot never changes: keep cached pages across opens.
+                cce4_fi_set_keep_cache(fi, 1)
+                r.open(fi)
+            } catch { s.fail(r, error, "open") }
+        }
+        ops.read = { req, _, size, off, fi in
+            let s = FuseSession.bridge(req), r = Request(req!)
+            guard let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { r.error(EBADF); return }
+            let file = Unmanaged<OpenFile>.fromOpaque(p).takeUnretainedValue()
+            let buf = ThreadBuffer.current().ensure(size)
+            do {
+                let n = try s.fs.read(file, offset: Int64(off), into: buf)
+                r.buffer(buf.baseAddress, n)
+            } catch { s.fail(r, error, "read") }
+        }
+        ops.release = { req, _, fi in
+            if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) { Unmanaged<OpenFile>.fromOpaque(p).release() }
+            Request(req!).ok()
+        }
+        ops.flush = { req, _, _ in Request(req!).ok() }
+        ops.fsync = { req, _, _, _ in Request(req!).ok() }
+        ops.opendir = { req, ino, fi in
+            let s = FuseSession.bridge(req), r = Request(req!)
+            guard let fi else { r.error(EIO); return }
+            do {
+                try s.fs.opendir(ino, flags: fi.pointee.flags)
+                cce4_fi_set_keep_cache(fi, 1)
+                cce4_fi_set_cache_readdir(fi, 1)
+                r.open(fi)
+            } catch { s.fail(r, error, "opendir") }
+        }
+        ops.readdir = { req, ino, size, off, _ in FuseSession.readdir(req, ino, size, off, plus: false) }
+        ops.readdirplus = { req, ino, size, off, _ in FuseSession.readdir(req, ino, size, off, plus: true) }
+        ops.releasedir = { req, _, _ in Request(req!).ok() }
+        ops.fsyncdir = { req, _, _, _ in Request(req!).ok() }
+        ops.statfs = { req, _ in
+            let s = FuseSession.bridge(req)
+            var st = statvfs()
+            st.f_bsize = 4096; st.f_frsize = 4096
+            st.f_files = UInt(s.fs.inodeCount)
+            st.f_namemax = 255
+            st.f_flag = UInt(ST_RDONLY)
+            Request(req!).statfs(&st)
+        }
+        ops.access = { req, ino, mask in
+            let s = FuseSession.bridge(req), r = Request(req!)
+            do { try s.fs.access(ino, mask: mask); r.ok() } catch { s.fail(r, error, "access") }
+        }
+        ops.getxattr = { req, _, _, _ in Request(req!).error(ENODATA) }
+        ops.listxattr = { req, _, size in
+            let r = Request(req!)
+            if size == 0 { r.xattrSize(0) } else { r.buffer(nil, 0) }
+        }
+        // Every write-like operation: the dataset is an immutable snapshot.
+        ops.setattr = { req, _, _, _, _ in Request(req!).error(EROFS) }
+        ops.mknod = { req, _, _, _, _ in Request(req!).error(EROFS) }
+        ops.mkdir = { req, _, _, _ in Request(req!).error(EROFS) }
+        ops.unlink = { req, _, _ in Request(req!).error(EROFS) }
+        ops.rmdir = { req, _, _ in Request(req!).error(EROFS) }
+        ops.symlink = { req, _, _, _ in Request(req!).error(EROFS) }
+        ops.rename = { req, _, _, _, _, _ in Request(req!).error(EROFS) }
+        ops.link = { req, _, _, _ in Request(req!).error(EROFS) }
+        ops.write = { req, _, _, _, _, _ in Request(req!).error(EROFS) }
+        ops.create = { req, _, _, _, _ in Request(req!).error(EROFS) }
+        ops.setxattr = { req, _, _, _, _, _ in Request(req!).error(EROFS) }
+        ops.removexattr = { req, _, _ in Request(req!).error(EROFS) }
+        ops.fallocate = { req, _, _, _, _, _ in Request(req!).error(EROFS) }
+        ops.copy_file_range = { req, _, _, _, _, _, _, _, _ in Request(req!).error(EROFS) }
+        return ops
+    }
+
+    /// readdir and readdirplus: fill one reply buffer of at most `size` bytes.
+    static func readdir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ off: off_t, plus: Bool) {
+        let s = bridge(req), r = Request(req!)
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: 8)
+        defer { buf.deallocate() }
+        var used = 0
+        let cbuf = buf.assumingMemoryBound(to: CChar.self)
+        do {
+            try s.fs.readdir(ino, offset: Int(off), plus: plus) { item in
+                (item.name + [0]).withUnsafeBufferPointer { np in
+                    np.withMemoryRebound(to: CChar.self) { name -> Bool in
+                        let need: Int
+                        if plus {
+                            var e = fuse_entry_param()
+                            let dot = item.name == [0x2e] || item.name == [0x2e, 0x2e]
+                            e.ino = dot ? 0 : item.attributes.ino
+                            e.attr = statOf(item.attributes)
+                            e.attr_timeout = s.fs.options.attrTimeout
+                            e.entry_timeout = s.fs.options.entryTimeout
+                            need = fuse_add_direntry_plus(req, cbuf + used, size - used, name.baseAddress, &e, off_t(item.nextOffset))
+                        } else {
+                            var st = statOf(item.attributes)
+                            need = fuse_add_direntry(req, cbuf + used, size - used, name.baseAddress, &st, off_t(item.nextOffset))
+                        }
+                        guard need <= size - used else { return false }
+                        used += need
+                        return true
+                    }
+                }
+            }
+            r.buffer(buf, used)
+        } catch { s.fail(r, error, plus ? "readdirplus" : "readdir") }
+    }
+}

@@ -1,0 +1,279 @@
+// cce4fs SOURCE MOUNTPOINT [-o OPTIONS] [-f] [-d]: mount an encrypted dataset read-only.
+// The shape mount.fuse3 expects, so `mount -t fuse.cce4fs` and /etc/fstab lines work.
+import Dataset
+import Envelope
+import Filesystem
+import Foundation
+import Logging
+import ObjectStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let usage = """
+usage: cce4fs SOURCE MOUNTPOINT -o dataset=ID,root=HASH,insecure_key_file=PATH[,OPTIONS] [-f] [-d]
+
+Mounts one version of an encrypted cce4long dataset as a read-only POSIX filesystem.
+
+  SOURCE                 the store URL holding the dataset, e.g. file:///srv/cce4-store
+  MOUNTPOINT             an existing, empty directory
+
+Options (-o, comma-separated; may be repeated):
+  dataset=ID             the dataset id (required)
+  root=HASH              the version: its 64-hex-digit root hash, as 'cce4 dataset pack'
+                         printed it and the ledger records it (required)
+  insecure_key_file=PATH the dataset key file, mode 0600 (development only: attested key
+                         release replaces it) (required)
+  allow_other            let users other than the mounting one see the files
+                         (non-root users need user_allow_other in /etc/fuse.conf)
+  allow_root             let root see the files
+  uid=N, gid=N           owner and group reported for every file (default: the mounting user)
+  umask=OCTAL            permission bits to clear (default: 022)
+  threads=N              FUSE worker threads (default: 16)
+  attr_timeout=SECONDS   how long the kernel caches attributes and names (default: 86400;
+                         the version never changes)
+  log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
+  fsname=NAME            the name shown by mount and df (default: cce4fs:DATASET)
+  Also accepted and ignored, for mount(8) and fstab: rw, ro, defaults, dev, nodev, suid,
+  nosuid, exec, noexec, auto, noauto, user, nouser, users, atime, noatime, relatime, async,
+  sync, nofail, _netdev, default_permissions, x-*. The mount is always read-only.
+
+Flags:
+  -f                     stay in the foreground (logs to stderr); without it, cce4fs returns
+                         once the mount is live (or has failed) and logs to syslog
+  -d                     debug: log every request (implies -f)
+  -h, --help             this help
+  -V, --version          the version
+
+Unmount with 'umount MOUNTPOINT' or 'fusermount3 -u MOUNTPOINT' (or SIGINT/SIGTERM in -f).
+
+Exit status: 0 mounted (or unmounted cleanly in -f); 64 bad usage; 65 integrity failure (wrong
+key, tampered root, wrong root hash); 66 missing store, key file or version; 77 permission
+problem; 1 the mount itself failed.
+"""
+
+struct Failure: Error { let message: String; let status: Int32 }
+
+func fail(_ message: String, _ status: Int32) -> Never {
+    FileHandle.standardError.write(Data("cce4fs: error: \(message)\n".utf8))
+    exit(status)
+}
+
+struct Config {
+    var source = ""
+    var mountpoint = ""
+    var dataset: String?
+    var root: String?
+    var keyFile: String?
+    var foreground = false
+    var debug = false
+    var allowOther = false
+    var allowRoot = false
+    var fsOptions = FSOptions()
+    var threads = 16
+    var logLevel: Logger.Level = .warning
+    var fsname: String?
+}
+
+func parse(_ args: [String]) throws -> Config {
+    var c = Config()
+    var positional = [String]()
+    var i = 0
+    let ignored: Set<String> = ["rw", "ro", "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto",
+                                "user", "nouser", "users", "atime", "noatime", "relatime", "strictatime", "async", "sync",
+                                "nofail", "_netdev", "default_permissions", "diratime", "nodiratime", "lazytime", "silent", "loud"]
+    func option(_ o: String) throws {
+        let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
+        let k = kv[0], v = kv.count > 1 ? kv[1] : nil
+        func value() throws -> String {
+            guard let v, !v.isEmpty else { throw Failure(message: "option '\(k)' needs a value (\(k)=...)", status: 64) }
+            return v
+        }
+        func number(_ radix: Int = 10) throws -> UInt32 {
+            guard let n = UInt32(try value(), radix: radix) else { throw Failure(message: "option '\(k)=\(v ?? "")' is not a number", status: 64) }
+            return n
+        }
+        switch k {
+        case "dataset": c.dataset = try value()
+        case "root": c.root = try value()
+        case "insecure_key_file": c.keyFile = try value()
+        case "allow_other": c.allowOther = true
+        case "allow_root": c.allowRoot = true
+        case "uid": c.fsOptions.uid = try number()
+        case "gid": c.fsOptions.gid = try number()
+        case "umask":
+            let m = try number(8)
+            guard m <= 0o7777 else { throw Failure(message: "umask=\(v ?? "") is not an octal mode", status: 64) }
+            c.fsOptions.umask = UInt16(m)
+        case "threads":
+            let n = try number()
+            guard (1...256).contains(n) else { throw Failure(message: "threads must be 1...256", status: 64) }
+            c.threads = Int(n)
+        case "attr_timeout":
+            guard let t = Double(try value()), t >= 0 else { throw Failure(message: "attr_timeout must be a number of seconds", status: 64) }
+            c.fsOptions.attrTimeout = t; c.fsOptions.entryTimeout = t
+        case "log_level":
+            guard let l = Logger.Level(rawValue: try value()) else { throw Failure(message: "log_level must be one of trace, debug, info, notice, warning, error, critical", status: 64) }
+            c.logLevel = l
+        case "fsname": c.fsname = try value()
+        case "subtype": break
+        default:
+            if ignored.contains(k) || k.hasPrefix("x-") || k.hasPrefix("comment=") { break }
+            throw Failure(message: "unknown option '\(k)'; see 'cce4fs --help'", status: 64)
+        }
+    }
+    while i < args.count {
+        let a = args[i]
+        switch a {
+        case "-h", "--help": print(usage); exit(0)
+        case "-V", "--version": print("cce4fs 0.1.0"); exit(0)
+        case "-f": c.foreground = true
+        case "-d": c.debug = true; c.foreground = true
+        case "-s": break  // single-threaded: accepted for compatibility, ignored
+        case "-o":
+            i += 1
+            guard i < args.count else { throw Failure(message: "-o needs options", status: 64) }
+            for o in args[i].split(separator: ",") where !o.isEmpty { try option(String(o)) }
+        default:
+            if a.hasPrefix("-o") && a.count > 2 {
+                for o in a.dropFirst(2).split(separator: ",") where !o.isEmpty { try option(String(o)) }
+            } else if a.hasPrefix("-") {
+                throw Failure(message: "unknown flag '\(a)'; see 'cce4fs --help'", status: 64)
+            } else {
+                positional.append(a)
+            }
+        }
+        i += 1
+    }
+    guard positional.count == 2 else { throw Failure(message: "expected SOURCE and MOUNTPOINT; see 'cce4fs --help'", status: 64) }
+    c.source = positional[0]
+    c.mountpoint = positional[1]
+    if c.debug { c.logLevel = .debug }
+    return c
+}
+
+func loadKey(_ path: String) throws -> SecureBytes {
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+    guard fd >= 0 else {
+        let e = errno
+        throw Failure(message: e == ENOENT ? "key file \(path) does not exist (make one with 'cce4 key generate --insecure-key-file \(path)')"
+                                          : "cannot open key file \(path): \(String(cString: strerror(e)))", status: e == EACCES ? 77 : 66)
+    }
+    defer { close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw Failure(message: "key file \(path) is not a regular file", status: 66) }
+    guard st.st_mode & 0o077 == 0 else {
+        throw Failure(message: "key file \(path) is accessible by group or others; run 'chmod 600 \(path)'", status: 77)
+    }
+    var buf = [UInt8](repeating: 0, count: 256)
+    defer { secureWipe(&buf) }
+    let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+    guard n >= 0 else { throw Failure(message: "cannot read key file \(path)", status: 66) }
+    do {
+        return try buf.withUnsafeBytes { try InsecureKeyFile.parse(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+    } catch {
+        throw Failure(message: "key file \(path): \(error)", status: 64)
+    }
+}
+
+/// In the background, the parent re-runs this program in the foreground with a pipe and
+/// waits: one byte means the mount is live; end-of-file means the child failed (it has
+/// already printed why on the shared stderr) and its exit status is passed on.
+func spawnBackground() -> Never {
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else { fail("pipe: \(String(cString: strerror(errno)))", 1) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_addclose(&actions, fds[0])
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    // POSIX_SPAWN_SETSID (glibc, 0x80) is hidden behind _GNU_SOURCE in the imported header.
+    posix_spawnattr_setflags(&attr, Int16(0x80))
+    let args = CommandLine.arguments + ["-f"]
+    var env = ProcessInfo.processInfo.environment
+    env["CCE4FS_READY_FD"] = String(fds[1])
+    let cargs = args.map { strdup($0) } + [nil]
+    let cenv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, cargs, cenv)
+    guard rc == 0 else { fail("cannot start the background process: \(String(cString: strerror(rc)))", 1) }
+    close(fds[1])
+    var byte: UInt8 = 0
+    let n = read(fds[0], &byte, 1)
+    if n == 1 { exit(0) }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 1
+    exit(code == 0 ? 1 : code)
+}
+
+// MARK: main
+
+let config: Config
+do { config = try parse(Array(CommandLine.arguments.dropFirst())) } catch let f as Failure { fail(f.message, f.status) }
+
+let readyFD = ProcessInfo.processInfo.environment["CCE4FS_READY_FD"].flatMap { Int32($0) }
+if !config.foreground && readyFD == nil { spawnBackground() }
+
+let level = config.logLevel
+LoggingSystem.bootstrap { FSLogHandler(label: $0, level: level) }
+let logger = Logger(label: "cce4fs")
+
+guard let dataset = config.dataset, let rootHex = config.root, let keyPath = config.keyFile else {
+    fail("dataset=, root= and insecure_key_file= are required (-o dataset=ID,root=HASH,insecure_key_file=PATH)", 64)
+}
+guard let root = try? SHA256Digest(hex: rootHex) else { fail("root= must be the 64-hex-digit root hash that 'cce4 dataset pack' printed", 64) }
+var st = stat()
+guard stat(config.mountpoint, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+    fail("mount point \(config.mountpoint) is not an existing directory; create it first (mkdir -p \(config.mountpoint))", 66)
+}
+
+let fs: DatasetFS
+do {
+    let key = try loadKey(keyPath)
+    let store = try ObjectStores.open(url: config.source)
+    let reader = try DatasetReader(store: store, datasetID: dataset, root: root, key: key)
+    fs = try DatasetFS(reader: reader, options: config.fsOptions)
+} catch let f as Failure {
+    fail(f.message, f.status)
+} catch let e as ObjectStoreError {
+    fail("\(e)" + (e.code == .notFound ? "; check SOURCE" : ""), e.code == .notFound ? 66 : (e.code == .permissionDenied ? 77 : 64))
+} catch let e as FSError {
+    switch e.errno {
+    case EIO: fail("the dataset version does not open: \(e.cause). Check the key file, dataset= and root=; a wrong key looks exactly like tampering.", e.cause.contains("not found") ? 66 : 65)
+    default: fail(e.cause, 66)
+    }
+} catch {
+    fail("\(error)", 64)
+}
+
+var fuseOptions = ["ro", "default_permissions", "fsname=\(config.fsname ?? "cce4fs:" + dataset)", "subtype=cce4fs"]
+if config.allowOther { fuseOptions.append("allow_other") }
+if config.allowRoot { fuseOptions.append("allow_root") }
+var fuseArgs = ["-o", fuseOptions.joined(separator: ",")]
+if config.debug { fuseArgs.append("-d") }
+
+let session = FuseSession(fs: fs, logger: logger)
+do {
+    try session.mount(at: config.mountpoint, args: fuseArgs)
+} catch {
+    session.close()
+    fail("\(error.cause)", 1)
+}
+logger.info("mounted", metadata: ["dataset": "\(dataset)", "root": "\(rootHex)", "mountpoint": "\(config.mountpoint)", "store": "\(config.source)"])
+
+if let fd = readyFD {
+    // Tell the waiting parent the mount is live, then detach from the terminal.
+    var one: UInt8 = 1
+    _ = write(fd, &one, 1)
+    close(fd)
+    LogDestination.switchToSyslog(ident: "cce4fs")
+    let devnull = open("/dev/null", O_RDWR)
+    if devnull >= 0 { dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2); if devnull > 2 { close(devnull) } }
+    _ = chdir("/")
+}
+
+let rc = session.run(threads: config.threads)
+session.close()
+logger.info("unmounted", metadata: ["mountpoint": "\(config.mountpoint)"])
+exit(rc == 0 ? 0 : 1)
