@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the demo need, and only what is missing:
-#   - Debian packages: OpenSSL headers (libssl-dev), pkg-config, mount/umount (util-linux),
+#   - Debian packages: OpenSSL headers (libssl-dev), libfuse3 (fuse3, libfuse3-dev: headers,
+#     mount.fuse3, fusermount3), pkg-config, mount/umount/unshare (util-linux),
 #     Python venv support;
 #   - the Swift toolchain on PATH (this machine kind ships it at /opt/swift);
 #   - the repo's Python venv (.venv) with requirements-dev.txt.
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 say() { printf '==> %s\n' "$*"; }
 
 need_apt=()
-for pkg in libssl-dev pkg-config util-linux; do
+for pkg in libssl-dev pkg-config util-linux fuse3 libfuse3-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 PYTHON=${PYTHON:-python3}

@@ -148,14 +148,20 @@ public final class DatasetFile: Sendable {
 
     /// Reads plaintext `range` (clamped to the file) into `out`; returns the bytes written.
     /// Only the segments the range spans are fetched and authenticated.
-    public func read(_ range: Range<Int64>, into out: UnsafeMutableRawBufferPointer) throws -> Int {
+    ///
+    /// `scratch`, when given, lends a buffer of at least the requested size for the
+    /// ciphertext (a FUSE worker's reusable buffer), so the read path does not allocate.
+    public func read(_ range: Range<Int64>, into out: UnsafeMutableRawBufferPointer,
+                     scratch: ((Int) -> UnsafeMutableRawBufferPointer)? = nil) throws -> Int {
         let r = range.clamped(to: 0..<file.size)
         if r.isEmpty { return 0 }
         let ct = decryptor.ciphertextRange(forPlaintext: r)
-        var buf = [UInt8](repeating: 0, count: ct.count)
-        try buf.withUnsafeMutableBytes { b in try fetch(ct, into: b) }
+        let owned: UnsafeMutableRawBufferPointer? = scratch == nil ? .allocate(byteCount: ct.count, alignment: 16) : nil
+        defer { owned?.deallocate() }
+        let buf = UnsafeMutableRawBufferPointer(rebasing: (owned ?? scratch!(ct.count))[0..<ct.count])
+        try fetch(ct, into: buf)
         do {
-            return try buf.withUnsafeBytes { try decryptor.decrypt(r, ciphertext: $0, into: out) }
+            return try decryptor.decrypt(r, ciphertext: UnsafeRawBufferPointer(buf), into: out)
         } catch {
             throw DatasetError.wrap(error, object: parts[Int(ct.lowerBound / partSize)].key)
         }

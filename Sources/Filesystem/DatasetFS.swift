@@ -82,7 +82,8 @@ public final class DatasetFS: Sendable {
     /// One lock-protected slice of the inode table.
     final class Shard: Sendable { let table = Mutex<[UInt64: Inode]>([:]) }
     private let shards: [Shard]
-    private let rootMtime: Mutex<(Int64, UInt32)?> = Mutex(nil)
+    /// The root's attributes, computed once (the version never changes).
+    private let rootAttrs: Mutex<Attributes?> = Mutex(nil)
 
     public init(reader: DatasetReader, options: FSOptions = FSOptions()) throws(FSError) {
         self.reader = reader
@@ -147,20 +148,20 @@ public final class DatasetFS: Sendable {
     }
 
     func rootAttributes() throws(FSError) -> Attributes {
+        if let a = rootAttrs.withLock({ $0 }) { return a }
         let (_, l) = try directory(Self.rootIno)
         // The root has no entry of its own: its mtime is its newest child's.
-        let mtime: (Int64, UInt32) = rootMtime.withLock { $0 } ?? {
-            var best: (Int64, UInt32) = (0, 0)
-            for i in 0..<l.count {
-                if let e = try? l.entry(at: i), (e.mtimeSeconds, e.mtimeNanoseconds) > best { best = (e.mtimeSeconds, e.mtimeNanoseconds) }
-            }
-            rootMtime.withLock { $0 = best }
-            return best
-        }()
+        var best: (Int64, UInt32) = (0, 0)
         var subdirs: UInt32 = 0
-        for i in 0..<l.count { if case .directory? = (try? l.entry(at: i))?.kind { subdirs += 1 } }
-        return Attributes(ino: Self.rootIno, mode: UInt32(S_IFDIR) | UInt32(0o755 & ~options.umask), nlink: 2 + subdirs,
-                          size: Int64(l.count), uid: options.uid, gid: options.gid, mtimeSeconds: mtime.0, mtimeNanoseconds: mtime.1)
+        for i in 0..<l.count {
+            guard let e = try? l.entry(at: i) else { continue }
+            if (e.mtimeSeconds, e.mtimeNanoseconds) > best { best = (e.mtimeSeconds, e.mtimeNanoseconds) }
+            if e.kind == .directory { subdirs += 1 }
+        }
+        let a = Attributes(ino: Self.rootIno, mode: UInt32(S_IFDIR) | UInt32(0o755 & ~options.umask), nlink: 2 + subdirs,
+                           size: Int64(l.count), uid: options.uid, gid: options.gid, mtimeSeconds: best.0, mtimeNanoseconds: best.1)
+        rootAttrs.withLock { $0 = a }
+        return a
     }
 
     // MARK: operations
@@ -257,11 +258,12 @@ public final class DatasetFS: Sendable {
     }
 
     /// read: decrypts straight into `buffer`; returns the bytes written (0 at the end).
-    public func read(_ file: OpenFile, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int {
+    public func read(_ file: OpenFile, offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
+                     scratch: ((Int) -> UnsafeMutableRawBufferPointer)? = nil) throws(FSError) -> Int {
         guard offset >= 0 else { throw FSError(EINVAL, "negative offset") }
         let end = offset.addingReportingOverflow(Int64(buffer.count))
         guard !end.overflow else { throw FSError(EINVAL, "offset overflow") }
-        do { return try file.file.read(offset..<end.partialValue, into: buffer) } catch { throw FSError.from(error) }
+        do { return try file.file.read(offset..<end.partialValue, into: buffer, scratch: scratch) } catch { throw FSError.from(error) }
     }
 
     public func readlink(_ ino: UInt64) throws(FSError) -> [UInt8] {

@@ -30,7 +30,9 @@ extension DatasetError: ErrnoConvertible {
         case .store(let e): return e.errnoValue
         case .noSuchPath: return ENOENT
         case .wrongKind: return ENOTDIR
-        case .source, .invalidArgument: return EINVAL
+        case .source: return EINVAL
+        // In the filesystem, a file reference that does not open is a damaged dataset.
+        case .invalidArgument: return EIO
         }
     }
 }
@@ -55,6 +57,7 @@ extension FSError {
         case let e as FSError: return e
         case let e as any ErrnoConvertible: return FSError(e.errnoValue, "\(e)")
         case let e as EnvelopeError: return FSError(EIO, "\(e)")
+        case let e as CryptoError: return FSError(EIO, "\(e)")
         default: return FSError(EIO, "\(error)")
         }
     }

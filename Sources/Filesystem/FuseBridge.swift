@@ -31,6 +31,15 @@ struct Request: ~Copyable {
         discard self
     }
 
+    /// A cacheable "no such entry" (ino 0 with an entry timeout).
+    consuming func negativeEntry(_ o: FSOptions) {
+        var e = fuse_entry_param()
+        e.ino = 0
+        e.entry_timeout = o.entryTimeout
+        fuse_reply_entry(req, &e)
+        discard self
+    }
+
     consuming func attr(_ a: Attributes, _ o: FSOptions) {
         var st = statOf(a)
         fuse_reply_attr(req, &st, o.attrTimeout)
@@ -72,9 +81,8 @@ func statOf(_ a: Attributes) -> stat {
     return st
 }
 
-/// A per-thread buffer for read replies and the ciphertext they decrypt from: FUSE worker
-/// threads reuse it, so the read path does not allocate.
-final class ThreadBuffer {
+/// A growable buffer, wiped when it grows or is freed.
+final class Region {
     var pointer: UnsafeMutableRawPointer
     var capacity: Int
     init(_ n: Int) { pointer = .allocate(byteCount: n, alignment: 4096); capacity = n }
@@ -89,6 +97,13 @@ final class ThreadBuffer {
         }
         return UnsafeMutableRawBufferPointer(start: pointer, count: n)
     }
+}
+
+/// Per-thread buffers for read replies (plaintext) and the ciphertext they decrypt from:
+/// FUSE worker threads reuse them, so the read path does not allocate once warm.
+final class ThreadBuffer {
+    let reply = Region(1 << 20)
+    let cipher = Region(1 << 20)
 
     static let key: pthread_key_t = {
         var k = pthread_key_t()
@@ -98,7 +113,7 @@ final class ThreadBuffer {
 
     static func current() -> ThreadBuffer {
         if let p = pthread_getspecific(key) { return Unmanaged<ThreadBuffer>.fromOpaque(p).takeUnretainedValue() }
-        let b = ThreadBuffer(1 << 20)
+        let b = ThreadBuffer()
         pthread_setspecific(key, Unmanaged.passRetained(b).toOpaque())
         return b
     }
@@ -197,7 +212,13 @@ public final class FuseSession: @unchecked Sendable {
         }
         ops.lookup = { req, parent, name in
             let s = FuseSession.bridge(req), r = Request(req!)
-            do { let a = try s.fs.lookup(parent: parent, name: FuseSession.name(name)); r.entry(a, s.fs.options) } catch { s.fail(r, error, "lookup") }
+            do {
+                let a = try s.fs.lookup(parent: parent, name: FuseSession.name(name))
+                r.entry(a, s.fs.options)
+            } catch let e as FSError where e.errno == ENOENT {
+                // The snapshot is immutable: let the kernel cache the miss too.
+                r.negativeEntry(s.fs.options)
+            } catch { s.fail(r, error, "lookup") }
         }
         ops.forget = { req, ino, n in
             FuseSession.bridge(req).fs.forget(ino, count: n)
@@ -231,9 +252,10 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.bridge(req), r = Request(req!)
             guard let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { r.error(EBADF); return }
             let file = Unmanaged<OpenFile>.fromOpaque(p).takeUnretainedValue()
-            let buf = ThreadBuffer.current().ensure(size)
+            let tb = ThreadBuffer.current()
+            let buf = tb.reply.ensure(size)
             do {
-                let n = try s.fs.read(file, offset: Int64(off), into: buf)
+                let n = try s.fs.read(file, offset: Int64(off), into: buf) { need in tb.cipher.ensure(need) }
                 r.buffer(buf.baseAddress, n)
             } catch { s.fail(r, error, "read") }
         }

@@ -34,9 +34,10 @@ Options (-o, comma-separated; may be repeated):
                          the version never changes)
   log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
   fsname=NAME            the name shown by mount and df (default: cce4fs:DATASET)
+  noexec, noatime       passed to the kernel mount
   Also accepted and ignored, for mount(8) and fstab: rw, ro, defaults, dev, nodev, suid,
-  nosuid, exec, noexec, auto, noauto, user, nouser, users, atime, noatime, relatime, async,
-  sync, nofail, _netdev, default_permissions, x-*. The mount is always read-only.
+  nosuid, exec, auto, noauto, user, nouser, users, atime, relatime, async, sync, nofail,
+  _netdev, default_permissions, comment=, x-*. The mount is always read-only, nosuid, nodev.
 
 Flags:
   -f                     stay in the foreground (logs to stderr); without it, cce4fs returns
@@ -73,6 +74,8 @@ struct Config {
     var threads = 16
     var logLevel: Logger.Level = .warning
     var fsname: String?
+    /// Kernel mount flags passed through to libfuse.
+    var kernelFlags: [String] = []
 }
 
 func parse(_ args: [String]) throws -> Config {
@@ -80,8 +83,8 @@ func parse(_ args: [String]) throws -> Config {
     var positional = [String]()
     var i = 0
     let ignored: Set<String> = ["rw", "ro", "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto",
-                                "user", "nouser", "users", "atime", "noatime", "relatime", "strictatime", "async", "sync",
-                                "nofail", "_netdev", "default_permissions", "diratime", "nodiratime", "lazytime", "silent", "loud"]
+                                "user", "nouser", "users", "atime", "relatime", "strictatime", "async", "sync",
+                                "nofail", "_netdev", "default_permissions", "diratime", "lazytime", "silent", "loud"]
     func option(_ o: String) throws {
         let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
         let k = kv[0], v = kv.count > 1 ? kv[1] : nil
@@ -116,9 +119,10 @@ func parse(_ args: [String]) throws -> Config {
             guard let l = Logger.Level(rawValue: try value()) else { throw Failure(message: "log_level must be one of trace, debug, info, notice, warning, error, critical", status: 64) }
             c.logLevel = l
         case "fsname": c.fsname = try value()
+        case "noexec", "noatime", "nodiratime": c.kernelFlags.append(k)
         case "subtype": break
         default:
-            if ignored.contains(k) || k.hasPrefix("x-") || k.hasPrefix("comment=") { break }
+            if ignored.contains(k) || k.hasPrefix("x-") || k == "comment" { break }
             throw Failure(message: "unknown option '\(k)'; see 'cce4fs --help'", status: 64)
         }
     }
@@ -195,7 +199,11 @@ func spawnBackground() -> Never {
     let cargs = args.map { strdup($0) } + [nil]
     let cenv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, cargs, cenv)
+    // Spawn the real path (not /proc/self/exe) so the daemon is named cce4fs in ps and logs.
+    var exe = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let len = readlink("/proc/self/exe", &exe, Int(PATH_MAX))
+    let path = len > 0 ? String(decoding: exe[0..<len].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/proc/self/exe"
+    let rc = posix_spawn(&pid, path, &actions, &attr, cargs, cenv)
     guard rc == 0 else { fail("cannot start the background process: \(String(cString: strerror(rc)))", 1) }
     close(fds[1])
     var byte: UInt8 = 0
@@ -207,13 +215,46 @@ func spawnBackground() -> Never {
     exit(code == 0 ? 1 : code)
 }
 
+/// Closes every descriptor above 2 but `keep` (listed from /proc/self/fd).
+func closeInheritedDescriptors(except keep: Int32) {
+    guard let dir = opendir("/proc/self/fd") else { return }
+    var fds = [Int32]()
+    while let ent = readdir(dir) {
+        let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let fd = Int32(name), fd > 2, fd != keep { fds.append(fd) }
+    }
+    let own = dirfd(dir)
+    closedir(dir)
+    for fd in fds where fd != own { close(fd) }
+}
+
+/// The signals that end the mount.
+func stopSignals() -> sigset_t {
+    var set = sigset_t()
+    sigemptyset(&set)
+    for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
+    return set
+}
+
 // MARK: main
+
+// libfuse's loop wakes only if the thread running it receives the stop signal; a runtime
+// thread could take it instead and the unmount would never happen. So block the signals
+// before any thread exists (new threads inherit the mask) and unblock them only on the
+// thread that runs the loop, just before it does.
+var blocked = stopSignals()
+pthread_sigmask(SIG_BLOCK, &blocked, nil)
 
 let config: Config
 do { config = try parse(Array(CommandLine.arguments.dropFirst())) } catch let f as Failure { fail(f.message, f.status) }
 
 let readyFD = ProcessInfo.processInfo.environment["CCE4FS_READY_FD"].flatMap { Int32($0) }
 if !config.foreground && readyFD == nil { spawnBackground() }
+if let keep = readyFD {
+    // A daemon must not hold descriptors it inherited (a caller's output pipe, say): the
+    // caller would wait for an end-of-file that never comes. Keep stdio and the ready pipe.
+    closeInheritedDescriptors(except: keep)
+}
 
 let level = config.logLevel
 LoggingSystem.bootstrap { FSLogHandler(label: $0, level: level) }
@@ -247,20 +288,26 @@ do {
     fail("\(error)", 64)
 }
 
-var fuseOptions = ["ro", "default_permissions", "fsname=\(config.fsname ?? "cce4fs:" + dataset)", "subtype=cce4fs"]
+var fuseOptions = ["ro", "default_permissions", "fsname=\(config.fsname ?? "cce4fs:" + dataset)", "subtype=cce4fs"] + config.kernelFlags
 if config.allowOther { fuseOptions.append("allow_other") }
 if config.allowRoot { fuseOptions.append("allow_root") }
 var fuseArgs = ["-o", fuseOptions.joined(separator: ",")]
 if config.debug { fuseArgs.append("-d") }
 
+// Absolute, because the background daemon leaves the caller's directory (chdir "/") and
+// libfuse unmounts by this path.
+var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+let mountpoint = realpath(config.mountpoint, &resolved) != nil
+    ? String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : config.mountpoint
+
 let session = FuseSession(fs: fs, logger: logger)
 do {
-    try session.mount(at: config.mountpoint, args: fuseArgs)
+    try session.mount(at: mountpoint, args: fuseArgs)
 } catch {
     session.close()
     fail("\(error.cause)", 1)
 }
-logger.info("mounted", metadata: ["dataset": "\(dataset)", "root": "\(rootHex)", "mountpoint": "\(config.mountpoint)", "store": "\(config.source)"])
+logger.info("mounted", metadata: ["dataset": "\(dataset)", "root": "\(rootHex)", "mountpoint": "\(mountpoint)", "store": "\(config.source)"])
 
 if let fd = readyFD {
     // Tell the waiting parent the mount is live, then detach from the terminal.
@@ -273,7 +320,10 @@ if let fd = readyFD {
     _ = chdir("/")
 }
 
+pthread_sigmask(SIG_UNBLOCK, &blocked, nil)
 let rc = session.run(threads: config.threads)
 session.close()
-logger.info("unmounted", metadata: ["mountpoint": "\(config.mountpoint)"])
-exit(rc == 0 ? 0 : 1)
+logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)"])
+// The loop returns 0 after umount, the signal number after SIGINT/SIGTERM/SIGHUP (a clean
+// unmount too), and a negative errno on failure.
+exit(rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP ? 0 : 1)

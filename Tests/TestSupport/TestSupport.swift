@@ -39,9 +39,14 @@ public enum Repo {
 public final class TempDir: @unchecked Sendable {
     public let path: String
     public init(_ label: String = "cce4-test") {
-        var template = Array((NSTemporaryDirectory() + "/\(label)-XXXXXX").utf8CString)
-        guard let p = mkdtemp(&template) else { fatalError("mkdtemp failed") }
-        path = String(cString: p)
+        var base = NSTemporaryDirectory()
+        while base.hasSuffix("/") { base.removeLast() }
+        var template = Array((base + "/\(label)-XXXXXX").utf8CString)
+        guard mkdtemp(&template) != nil else { fatalError("mkdtemp failed") }
+        // Canonical (no "//", no symlinks): mount tables show mount points this way.
+        var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard realpath(template, &resolved) != nil else { fatalError("realpath failed") }
+        path = String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }
     public func sub(_ name: String) -> String { path + "/" + name }
@@ -116,4 +121,47 @@ public func bytesEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
 
 public func bytesEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
     a.count == b.count && (a.isEmpty || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
+}
+
+/// A real cce4fs mount in a temp directory, always unmounted: explicitly with `unmount()`,
+/// and from `deinit` if a test failed before reaching it (go-fuse's newTestCase).
+public final class TestMount: @unchecked Sendable {
+    public let path: String
+    private var mounted = false
+
+    /// Mounts with the cce4fs binary (background mode: returns once the mount is live).
+    public init(store: String, mountpoint: String, dataset: String, root: String, keyFile: String, extra: [String] = []) throws {
+        path = mountpoint
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        let opts = (["dataset=\(dataset)", "root=\(root)", "insecure_key_file=\(keyFile)"] + extra).joined(separator: ",")
+        let r = try run(Repo.binary("cce4fs"), [store, mountpoint, "-o", opts])
+        guard r.status == 0 else { throw MountFailure(status: r.status, stderr: r.stderr) }
+        mounted = true
+    }
+
+    public struct MountFailure: Error, CustomStringConvertible {
+        public let status: Int32
+        public let stderr: String
+        public var description: String { "cce4fs exited \(status): \(stderr)" }
+    }
+
+    /// Unmounts; falls back to a lazy unmount so a stuck test never leaves a mount behind.
+    public func unmount() {
+        guard mounted else { return }
+        mounted = false
+        if (try? run("/bin/umount", [path]))?.status != 0 { _ = try? run("/bin/umount", ["-l", path]) }
+    }
+
+    deinit { unmount() }
+}
+
+/// Packs `source` with the cce4 binary into `store` under a new key; returns (key file, root).
+public func packWithCLI(source: String, store: String, dataset: String, keyFile: String, extra: [String] = []) throws -> String {
+    if !FileManager.default.fileExists(atPath: keyFile) {
+        let k = try run(Repo.binary("cce4"), ["key", "generate", "--insecure-key-file", keyFile])
+        precondition(k.status == 0, k.stderr)
+    }
+    let r = try run(Repo.binary("cce4"), ["dataset", "pack", source, "--store", store, "--dataset", dataset, "--insecure-key-file", keyFile] + extra)
+    guard r.status == 0 else { throw TestMount.MountFailure(status: r.status, stderr: "pack: " + r.stderr) }
+    return r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
 }

@@ -1,0 +1,358 @@
+// Real FUSE mounts of packed datasets: POSIX tools, Python readers, tampering, EROFS.
+import Foundation
+import TestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A packed source tree of 1,000+ files in nested folders, the demo's research files, a
+/// 100+ MiB file, boundary sizes and a symlink, shared by the mount tests (built once).
+final class BigFixture: @unchecked Sendable {
+    static let shared: BigFixture = try! BigFixture()
+    let dir = TempDir("cce4-mount")
+    var src: String { dir.sub("src") }
+    var store: String { "file://" + dir.sub("store") }
+    var key: String { dir.sub("k") }
+    let root: String
+    var files: [String] = []
+
+    init() throws {
+        let src = dir.sub("src")
+        var rng = SeededGenerator(seed: 7)
+        var files = [String]()
+        // 1,000 small files over 10 × 10 nested folders.
+        for i in 0..<1000 {
+            let path = "cohort/site\(i % 10)/batch\((i / 10) % 10)/sample_\(i).bin"
+            try writeFile(src + "/" + path, rng.bytes(Int.random(in: 0...9000, using: &rng)))
+            files.append(path)
+        }
+        // Segment boundaries (16 KiB segments: first segment holds 16,328 bytes, later ones 16,368).
+        for (name, n) in [("zero", 0), ("one", 1), ("seg-1", 16327), ("seg", 16328), ("seg+1", 16329), ("two-seg", 16328 + 16368), ("many", 1_000_003)] {
+            try writeFile(src + "/sizes/\(name).bin", rng.bytes(n))
+            files.append("sizes/\(name).bin")
+        }
+        try writeFile(src + "/large/genome.bin", try randomBytes(100 << 20 + 4321))
+        files.append("large/genome.bin")
+        try FileManager.default.createSymbolicLink(atPath: src + "/latest", withDestinationPath: "sizes/many.bin")
+        let demo = try run(Repo.python, [Repo.root + "/scripts/make_demo_data.py", src + "/research"])
+        precondition(demo.status == 0, demo.stderr)
+        self.files = files
+        root = try packWithCLI(source: src, store: "file://" + dir.sub("store"), dataset: "big", keyFile: dir.sub("k"))
+    }
+
+    func mount(_ name: String, extra: [String] = []) throws -> TestMount {
+        try TestMount(store: store, mountpoint: dir.sub(name), dataset: "big", root: root, keyFile: key, extra: extra)
+    }
+}
+
+func randomBytes(_ n: Int) throws -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: n)
+    let fd = open("/dev/urandom", O_RDONLY)
+    defer { close(fd) }
+    var done = 0
+    while done < n { done += out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, n - done) } }
+    return out
+}
+
+func shell(_ script: String) throws -> ProcessResult { try run("/bin/bash", ["-c", script]) }
+
+/// pread through both trees; returns the errno on failure.
+func preadAll(_ path: String, _ offset: Int, _ count: Int) -> ([UInt8], Int32) {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return ([], errno) }
+    defer { close(fd) }
+    var buf = [UInt8](repeating: 0, count: count)
+    var done = 0
+    while done < count {
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done)) }
+        if n < 0 { return ([], errno) }
+        if n == 0 { break }
+        done += n
+    }
+    return (Array(buf[0..<done]), 0)
+}
+
+@Suite("cce4fs mounts", .serialized)
+struct MountTests {
+    @Test("find, stat and sha256 of every file through the mount equal the source")
+    func treeMatches() throws {
+        let fx = BigFixture.shared
+        let m = try fx.mount("m-tree")
+        defer { m.unmount() }
+        // Names, kinds, sizes of files and links, permissions, mtimes, link targets.
+        let fmt = "'%P|%y|%m|%T@|%l|' ; [ -f {} ] && stat -c %s {}"
+        _ = fmt
+        let listing = { (root: String) throws -> String in
+            try shell("cd '\(root)' && find . -mindepth 1 \\( -type f -printf '%P|f|%m|%T@|%s\\n' \\) -o \\( -type l -printf '%P|l|%T@|%l\\n' \\) -o \\( -type d -printf '%P|d|%m|%T@\\n' \\) | LC_ALL=C sort").stdoutText
+        }
+        let a = try listing(fx.src), b = try listing(m.path)
+        #expect(a.split(separator: "\n").count > 1000)
+        #expect(a == b)
+        let sums = { (root: String) throws -> String in
+            try shell("cd '\(root)' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum").stdoutText
+        }
+        let sa = try sums(fx.src), sb = try sums(m.path)
+        #expect(sa.split(separator: "\n").count >= 1008)
+        #expect(sa == sb)
+        // ls -l agrees on everything but directory sizes (entry counts here, 4096 on ext4).
+        let ls = try shell("ls -ln --time-style=+%s '\(m.path)/sizes'")
+        #expect(ls.status == 0 && ls.stdoutText.contains("1000003"))
+        let st = try shell("stat -c '%h %s %F' '\(m.path)/latest' '\(m.path)/cohort'")
+        #expect(st.stdoutText == "1 14 symbolic link\n12 10 directory\n")
+    }
+
+    @Test("10,000 random preads and 8 concurrent readers get the source's bytes")
+    func randomReads() throws {
+        let fx = BigFixture.shared
+        let m = try fx.mount("m-reads")
+        defer { m.unmount() }
+        let files = ["large/genome.bin", "sizes/many.bin", "sizes/seg+1.bin", "sizes/two-seg.bin", "cohort/site3/batch4/sample_43.bin"]
+        var rng = SeededGenerator(seed: 10)
+        for i in 0..<10_000 {
+            let f = files[i % files.count]
+            let size = (try FileManager.default.attributesOfItem(atPath: fx.src + "/" + f)[.size] as! NSNumber).intValue
+            let off = Int.random(in: 0...size, using: &rng)
+            let len = [1, 100, 4096, 16384, 131_072, 1 << 20][Int.random(in: 0..<6, using: &rng)]
+            let (a, ea) = preadAll(fx.src + "/" + f, off, len), (b, eb) = preadAll(m.path + "/" + f, off, len)
+            if ea != 0 || eb != 0 || !bytesEqual(a, b) { Issue.record("pread \(f) @\(off)+\(len): errno \(eb), \(b.count) vs \(a.count) bytes"); return }
+        }
+        final class Failures: @unchecked Sendable { var n = 0; let lock = NSLock() }
+        let failures = Failures()
+        DispatchQueue.concurrentPerform(iterations: 8) { t in
+            var rng = SeededGenerator(seed: UInt64(100 + t))
+            // Threads 0-3 share one file; 4-7 read different ones.
+            let f = t < 4 ? "large/genome.bin" : files[t - 3]
+            let size = (try? FileManager.default.attributesOfItem(atPath: fx.src + "/" + f)[.size] as? NSNumber)?.intValue ?? 0
+            for _ in 0..<300 {
+                let off = Int.random(in: 0...size, using: &rng), len = Int.random(in: 1...300_000, using: &rng)
+                let (a, _) = preadAll(fx.src + "/" + f, off, len), (b, e) = preadAll(m.path + "/" + f, off, len)
+                if e != 0 || !bytesEqual(a, b) { failures.lock.lock(); failures.n += 1; failures.lock.unlock() }
+            }
+        }
+        #expect(failures.n == 0)
+    }
+
+    @Test("pandas, pyarrow (column subset), numpy mmap and h5py read the mount as the source")
+    func python() throws {
+        let fx = BigFixture.shared
+        let m = try fx.mount("m-python")
+        defer { m.unmount() }
+        let script = Repo.root + "/Tests/interop/read_mounted.py"
+        let a = try run(Repo.python, [script, fx.src + "/research"])
+        let b = try run(Repo.python, [script, m.path + "/research"])
+        try #require(a.status == 0, "\(a.stderr)")
+        #expect(b.status == 0, "\(b.stderr)")
+        #expect(a.stdoutText == b.stdoutText)
+        #expect(b.stdoutText.contains("\"mmap\": true"))
+    }
+
+    @Test("every write-like operation fails with EROFS")
+    func readOnly() throws {
+        let fx = BigFixture.shared
+        let m = try fx.mount("m-ro")
+        defer { m.unmount() }
+        let f = m.path + "/sizes/one.bin", d = m.path + "/cohort"
+        func expectEROFS(_ what: String, _ rc: Int32) {
+            #expect(rc == -1 && errno == EROFS, "\(what): rc \(rc) errno \(errno)")
+        }
+        expectEROFS("open O_WRONLY", open(f, O_WRONLY))
+        expectEROFS("open O_RDWR", open(f, O_RDWR))
+        expectEROFS("open O_TRUNC", open(f, O_RDONLY | O_TRUNC))
+        expectEROFS("create", open(d + "/new.txt", O_CREAT | O_WRONLY, 0o644))
+        expectEROFS("mkdir", mkdir(d + "/newdir", 0o755))
+        expectEROFS("rmdir", rmdir(m.path + "/sizes"))
+        expectEROFS("unlink", unlink(f))
+        expectEROFS("rename", rename(f, m.path + "/sizes/renamed"))
+        expectEROFS("symlink", symlink("x", d + "/ln"))
+        expectEROFS("link", link(f, d + "/hard"))
+        expectEROFS("chmod", chmod(f, 0o600))
+        expectEROFS("chown", chown(f, 1, 1))
+        expectEROFS("truncate", truncate(f, 0))
+        expectEROFS("utimes", utimes(f, nil))
+        expectEROFS("mknod", mknod(d + "/fifo", S_IFIFO | 0o644, 0))
+        #expect(access(f, W_OK) == -1 && errno == EROFS)
+        #expect(access(f, R_OK) == 0)
+        // xattr calls are not in Swift's Glibc module: ask Python's os module (same syscalls).
+        let xattrs = try run(Repo.python, ["-c", """
+            import os, sys
+            f, r = sys.argv[1], []
+            for op in (lambda: os.setxattr(f, "user.x", b"v"), lambda: os.removexattr(f, "user.x"), lambda: os.getxattr(f, "user.x")):
+                try:
+                    op(); r.append(0)
+                except OSError as e:
+                    r.append(e.errno)
+            r.append(len(os.listxattr(f)))
+            print(r)
+            """, f])
+        #expect(xattrs.stdoutText == "[\(EROFS), \(EROFS), \(ENODATA), 0]\n", "setxattr, removexattr, getxattr, listxattr: \(xattrs.stdoutText) \(xattrs.stderr)")
+        var sv = statvfs()
+        #expect(statvfs(m.path, &sv) == 0 && sv.f_flag & UInt(ST_RDONLY) != 0 && sv.f_namemax == 255)
+    }
+
+    @Test("mount -t fuse.cce4fs and umount work, as in fstab")
+    func mountCommand() throws {
+        let fx = BigFixture.shared
+        let mnt = fx.dir.sub("m-mount8")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        // mount(8) runs mount.fuse3 with a fixed PATH, which runs `cce4fs` from it. So that
+        // the test installs nothing on the host, it runs in a private mount namespace where a
+        // tmpfs over /usr/local/bin holds a link to the built binary.
+        let script = """
+            set -e
+            mount -t tmpfs tmpfs /usr/local/bin
+            ln -s '\(Repo.binary("cce4fs"))' /usr/local/bin/cce4fs
+            mount -t fuse.cce4fs '\(fx.store)' '\(mnt)' -o 'dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),allow_other,nofail,noexec'
+            grep ' \(mnt) fuse.cce4fs ro,' /proc/mounts | grep -q noexec
+            cmp '\(mnt)/sizes/many.bin' '\(fx.src)/sizes/many.bin'
+            umount '\(mnt)'
+            ! grep -q ' \(mnt) ' /proc/mounts
+            echo ALL-OK
+            """
+        let r = try run("/usr/bin/unshare", ["-m", "--propagation", "private", "/bin/bash", "-c", script])
+        #expect(r.status == 0 && r.stdoutText.contains("ALL-OK"), "\(r.stdoutText) \(r.stderr)")
+    }
+
+    @Test("fusermount3 -u unmounts, and SIGTERM to a foreground mount unmounts cleanly")
+    func unmountWays() throws {
+        let fx = BigFixture.shared
+        let m = try fx.mount("m-fusermount")
+        let r = try run("/bin/fusermount3", ["-u", m.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(m.path + " "))
+        m.unmount()
+
+        let mnt = fx.dir.sub("m-fg")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Repo.binary("cce4fs"))
+        p.arguments = [fx.store, mnt, "-f", "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { _ = try? run("/bin/umount", ["-l", mnt]) }
+        var live = false
+        for _ in 0..<100 where !live {
+            usleep(50_000)
+            live = (try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " ")
+        }
+        #expect(live)
+        p.terminate()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " "))
+    }
+
+    @Test("a bad option, a wrong key, a missing store, an unknown root: one line, non-zero, nothing mounted")
+    func mountErrors() throws {
+        let fx = BigFixture.shared
+        let mnt = fx.dir.sub("m-errors")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let bin = Repo.binary("cce4fs")
+        let wrongKey = fx.dir.sub("wrong.key")
+        _ = try run(Repo.binary("cce4"), ["key", "generate", "--insecure-key-file", wrongKey])
+        let cases: [(args: [String], status: Int32, says: String)] = [
+            ([fx.store, mnt, "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),bogus=1"], 64, "unknown option 'bogus'"),
+            ([fx.store, mnt, "-o", "dataset=big,root=xyz,insecure_key_file=\(fx.key)"], 64, "root= must be"),
+            ([fx.store, mnt, "-o", "dataset=big,root=\(fx.root)"], 64, "insecure_key_file= are required"),
+            ([fx.store, mnt, "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(wrongKey)"], 65, "wrong key"),
+            (["file://" + fx.dir.sub("nostore"), mnt, "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"], 66, "does not exist"),
+            ([fx.store, mnt, "-o", "dataset=big,root=\(String(repeating: "ab", count: 32)),insecure_key_file=\(fx.key)"], 66, "not found"),
+            ([fx.store, fx.dir.sub("no-such-dir"), "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"], 66, "mkdir -p"),
+        ]
+        for c in cases {
+            let r = try run(bin, c.args)
+            #expect(r.status == c.status, "\(c.says): status \(r.status): \(r.stderr)")
+            #expect(r.stderr.contains(c.says), "\(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
+            #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " "))
+        }
+        let help = try run(bin, ["--help"])
+        #expect(help.status == 0 && help.stdoutText.contains("insecure_key_file=PATH"))
+    }
+
+    @Test("a 100,000-file directory lists completely (ls -f)")
+    func hugeDirectory() throws {
+        let dir = TempDir("cce4-huge")
+        // Source and store on tmpfs: 100,000 object writes with fsync stay fast.
+        let tmp = dir.sub("t")
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        try #require(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=2g", "tmpfs", tmp]).status == 0)
+        defer { _ = try? run("/bin/umount", ["-l", tmp]) }
+        let make = try shell("mkdir -p '\(tmp)/src/big' && cd '\(tmp)/src/big' && seq -f 'participant_%06g.json' 0 99999 | xargs touch")
+        try #require(make.status == 0, "\(make.stderr)")
+        let root = try packWithCLI(source: tmp + "/src", store: "file://" + tmp + "/store", dataset: "huge", keyFile: tmp + "/k")
+        let m = try TestMount(store: "file://" + tmp + "/store", mountpoint: tmp + "/mnt", dataset: "huge", root: root, keyFile: tmp + "/k")
+        defer { m.unmount() }
+        let ls = try shell("ls -f '\(m.path)/big' | wc -l")
+        #expect(ls.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines) == "100002")
+        let one = try shell("stat -c %s '\(m.path)/big/participant_054321.json'")
+        #expect(one.stdoutText == "0\n")
+    }
+}
+
+@Suite("cce4fs under tampering", .serialized)
+struct MountTamperTests {
+    @Test("flipped bytes, swapped, truncated and rolled-back objects give EIO, never wrong bytes")
+    func tampering() throws {
+        let dir = TempDir("cce4-tamper")
+        let src = dir.sub("src"), store = dir.sub("store"), key = dir.sub("k")
+        var rng = SeededGenerator(seed: 3)
+        for name in ["flip", "swap-a", "swap-b", "trunc", "rollback", "intact"] {
+            try writeFile("\(src)/files/\(name).bin", rng.bytes(100_000))
+        }
+        try writeFile("\(src)/tamperdir/inside.txt", Array("inside".utf8))
+        let root1 = try packWithCLI(source: src, store: "file://" + store, dataset: "t", keyFile: key)
+        // Object keys are opaque by design; the test finds which object holds which path the
+        // way an operator would: damage one object and ask verify --show-names what broke.
+        func objects() throws -> Set<String> {
+            let all = try FileManager.default.subpathsOfDirectory(atPath: store + "/t/objects")
+            return Set(all.filter { $0.split(separator: "/").last?.count == 64 })
+        }
+        let v1Objects = try objects()
+        try writeFile("\(src)/files/rollback.bin", rng.bytes(100_000))
+        let root2 = try packWithCLI(source: src, store: "file://" + store, dataset: "t", keyFile: key)
+        func pathOf(object: String, root: String) throws -> String {
+            let full = store + "/t/objects/" + object
+            var b = try readFile(full); let original = b
+            b[b.count - 1] ^= 1; try writeFile(full, b)
+            defer { try? writeFile(full, original) }
+            let r = try run(Repo.binary("cce4"), ["dataset", "verify", "--store", "file://" + store, "--dataset", "t", "--root", root, "--insecure-key-file", key, "--show-names"])
+            let line = r.stdoutText.split(separator: "\n").first { $0.hasPrefix("BAD") } ?? ""
+            guard let open = line.lastIndex(of: "["), let close = line.lastIndex(of: "]") else { return "" }
+            return String(line[line.index(after: open)..<close])
+        }
+        var objectFor = [String: String]()
+        for o in try objects() {
+            let p = try pathOf(object: o, root: root2)
+            if !p.isEmpty { objectFor[p] = store + "/t/objects/" + o }
+        }
+        let rollbackV1 = try v1Objects.compactMap { o -> String? in
+            try pathOf(object: o, root: root1) == "/files/rollback.bin" ? store + "/t/objects/" + o : nil
+        }.first
+        guard let fFlip = objectFor["/files/flip.bin"], let fA = objectFor["/files/swap-a.bin"], let fB = objectFor["/files/swap-b.bin"],
+              let fTrunc = objectFor["/files/trunc.bin"], let fRoll = objectFor["/files/rollback.bin"], let v1Roll = rollbackV1,
+              let dirObj = objectFor["/tamperdir"] else {
+            Issue.record("could not map objects: \(objectFor.keys.sorted())"); return
+        }
+        var b = try readFile(fFlip); b[50_000] ^= 0x10; try writeFile(fFlip, b)
+        let a = try readFile(fA), bb = try readFile(fB); try writeFile(fA, bb); try writeFile(fB, a)
+        let t = try readFile(fTrunc); try writeFile(fTrunc, Array(t[0..<16384]))
+        try writeFile(fRoll, try readFile(v1Roll))
+        var d = try readFile(dirObj); d[d.count / 2] ^= 1; try writeFile(dirObj, d)
+
+        let m = try TestMount(store: "file://" + store, mountpoint: dir.sub("mnt"), dataset: "t", root: root2, keyFile: key)
+        defer { m.unmount() }
+        let expected = try readFile("\(src)/files/intact.bin")
+        #expect(try readFile(m.path + "/files/intact.bin") == expected, "untouched files still read")
+        for name in ["flip", "swap-a", "swap-b", "trunc", "rollback"] {
+            let (bytes, e) = preadAll(m.path + "/files/\(name).bin", 0, 100_000)
+            #expect(e == EIO, "\(name): errno \(e), got \(bytes.count) bytes")
+        }
+        // The flipped file: the segments before the damage read; the damaged one is EIO.
+        #expect(preadAll(m.path + "/files/flip.bin", 0, 1000).1 == 0)
+        #expect(preadAll(m.path + "/files/flip.bin", 49_000, 2000).1 == EIO)
+        // The tampered directory: lookups in it fail with EIO.
+        var st = stat()
+        #expect(stat(m.path + "/tamperdir/inside.txt", &st) == -1 && errno == EIO)
+    }
+}
