@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end demo of cce4 on a small SYNTHETIC longevity dataset:
 # generate data -> make a key -> pack (encrypt) -> show the store is opaque ->
-# verify -> list -> read back and compare -> tamper with the store and watch
-# verify catch it.
+# verify -> list -> read back and compare -> mount with cce4fs and analyse with
+# pandas/pyarrow/numpy -> tamper with the store and watch verify catch it.
 #
 # Run from the repository root after building:
 #     swift build -c release && scripts/demo.sh
@@ -15,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CCE4=${CCE4:-.build/release/cce4}
+CCE4FS=${CCE4FS:-$(dirname "$CCE4")/cce4fs}
+MNT=demo/work/mnt
 PY=${PY:-.venv/bin/python}
 WORK=demo/work
 SRC=$WORK/source
@@ -45,17 +47,17 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 
 # ---------------------------------------------------------------------------
-step "1/9  Generating a synthetic longevity dataset in $SRC"
+step "1/10  Generating a synthetic longevity dataset in $SRC"
 "$PY" scripts/make_demo_data.py "$SRC" | sed 's/^/    /'
 (cd "$SRC" && find . -print | sed 's|^\./||' | grep -v '^\.$' | sort) | sed 's/^/      /'
 
 # ---------------------------------------------------------------------------
-step "2/9  Generating a dataset key: $CCE4 key generate --insecure-key-file $KEY"
+step "2/10  Generating a dataset key: $CCE4 key generate --insecure-key-file $KEY"
 "$CCE4" key generate --insecure-key-file "$KEY"
 info "key file $KEY written (mode 0600; development only -- production keys are released to attested VMs)"
 
 # ---------------------------------------------------------------------------
-step "3/9  Packing (encrypting) $SRC into $STORE as dataset '$DATASET'"
+step "3/10  Packing (encrypting) $SRC into $STORE as dataset '$DATASET'"
 info "$CCE4 dataset pack $SRC --store $STORE --dataset $DATASET --insecure-key-file $KEY"
 ROOT=$("$CCE4" dataset pack "$SRC" --store "$STORE" --dataset "$DATASET" --insecure-key-file "$KEY")
 [[ $ROOT =~ ^[0-9a-f]{64}$ ]] || die "pack printed '$ROOT', not a 64-hex-digit root hash"
@@ -64,7 +66,7 @@ info "  $ROOT"
 READ_OPTS=(--store "$STORE" --dataset "$DATASET" --root "$ROOT" --insecure-key-file "$KEY")
 
 # ---------------------------------------------------------------------------
-step "4/9  What the storage provider sees: opaque objects only"
+step "4/10  What the storage provider sees: opaque objects only"
 OBJECTS=$(find "$STORE_DIR" -type f -path '*/objects/*' | sort)
 N_OBJECTS=$(printf '%s\n' "$OBJECTS" | wc -l | tr -d ' ')
 info "$N_OBJECTS object files under $STORE_DIR/$DATASET/objects; a few of them:"
@@ -104,15 +106,15 @@ done
 info "no participant ids, column names, file names, attributes or file-format headers in the store"
 
 # ---------------------------------------------------------------------------
-step "5/9  Verifying every object: $CCE4 dataset verify"
+step "5/10  Verifying every object: $CCE4 dataset verify"
 "$CCE4" dataset verify "${READ_OPTS[@]}" | sed 's/^/    /'
 
 # ---------------------------------------------------------------------------
-step "6/9  Listing the dataset (decrypted directory objects): $CCE4 dataset ls -lR"
+step "6/10  Listing the dataset (decrypted directory objects): $CCE4 dataset ls -lR"
 "$CCE4" dataset ls -lR "${READ_OPTS[@]}" | sed 's/^/    /'
 
 # ---------------------------------------------------------------------------
-step "7/9  Reading every file back with '$CCE4 dataset cat' into $READBACK"
+step "7/10  Reading every file back with '$CCE4 dataset cat' into $READBACK"
 mkdir -p "$READBACK"
 # Regular files as the dataset itself lists them ('-' in the mode column).
 "$CCE4" dataset ls -lR "${READ_OPTS[@]}" \
@@ -176,7 +178,30 @@ diff -u "$WORK/analysis-source.txt" "$WORK/analysis-readback.txt" >/dev/null \
 info "  from $SRC: identical output"
 
 # ---------------------------------------------------------------------------
-step "8/9  Tamper check: flip one byte in a copy of the store and verify again"
+step "8/10  Mounting the dataset with cce4fs and analysing it in place (pandas, pyarrow, numpy)"
+[ -x "$CCE4FS" ] || die "no cce4fs binary at $CCE4FS: run 'swift build -c release' or set CCE4FS=path/to/cce4fs"
+mkdir -p "$MNT"
+cleanup_mount() { if grep -q " $(realpath "$MNT") " /proc/mounts 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi; }
+trap cleanup_mount EXIT
+info "$CCE4FS $STORE $MNT -o dataset=$DATASET,root=${ROOT:0:12}…,insecure_key_file=$KEY"
+"$CCE4FS" "$STORE" "$MNT" -o "dataset=$DATASET,root=$ROOT,insecure_key_file=$KEY" || die "cce4fs could not mount the dataset"
+info "$(grep " $(realpath "$MNT") " /proc/mounts | cut -d' ' -f1-4)"
+info "ls -l $MNT:"
+ls -l "$MNT" | sed 's/^/      /'
+info "python scripts/analysis.py $MNT   (unmodified code, reading plaintext files through the mount)"
+"$PY" scripts/analysis.py "$MNT" > "$WORK/analysis.mount.txt" || die "the analysis failed on the mount"
+sed 's/^/      /' "$WORK/analysis.mount.txt"
+"$PY" scripts/analysis.py "$SRC" > "$WORK/analysis.source.txt"
+cmp -s "$WORK/analysis.mount.txt" "$WORK/analysis.source.txt" || die "the analysis differs between the mount and the source"
+info "same result as on the plaintext source directory"
+if touch "$MNT/new-file" 2>/dev/null; then die "a write to the dataset mount succeeded"; fi
+info "writes are refused: $(touch "$MNT/new-file" 2>&1 | sed 's/^touch: //')"
+umount "$MNT" || die "umount failed"
+trap - EXIT
+info "unmounted"
+
+# ---------------------------------------------------------------------------
+step "9/10  Tamper check: flip one byte in a copy of the store and verify again"
 cp -R "$STORE_DIR" "$TAMPERED_DIR"
 # The largest object file; flip the lowest bit of its middle byte.
 VICTIM=$("$PY" - "$TAMPERED_DIR" <<'EOF'
@@ -216,7 +241,7 @@ info "reading the damaged file also fails (exit $CAT_RC):"
 sed 's/^/      /' "$WORK/tampered-cat.err"
 
 # ---------------------------------------------------------------------------
-step "9/9  Summary"
+step "10/10  Summary"
 STORE_BYTES=$(find "$STORE_DIR" -type f -path '*/objects/*' -exec cat {} + | wc -c | tr -d ' ')
 SRC_BYTES=$(find "$SRC" -type f -exec cat {} + | wc -c | tr -d ' ')
 info "dataset        $DATASET, root $ROOT"
