@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: help setup build demo test bench-segments clean
+.PHONY: help setup build install demo test bench-segments clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -12,6 +12,9 @@ setup: ## Install what is missing: Debian packages, the Python venv
 
 build: setup ## Build everything in release mode
 	swift build -c release
+
+install: build ## Install cce4 and cce4fs into /usr/local/bin (mount -t fuse.cce4fs finds the helper there)
+	install -m 0755 .build/release/cce4 .build/release/cce4fs /usr/local/bin/
 
 demo: build ## Pack, verify and read back a synthetic longevity dataset, end to end
 	CCE4=.build/release/cce4 scripts/demo.sh
