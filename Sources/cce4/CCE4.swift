@@ -36,6 +36,7 @@ struct Failure: Error, CustomStringConvertible {
     static func from(_ error: any Error) -> Failure {
         switch error {
         case let f as Failure: return f
+        case let e as KeyFileError: return Failure(description: e.description, exitCode: e.exitCode)
         case let e as DatasetError:
             switch e {
             case .integrity: return Failure(description: "\(e). The object was modified, truncated, swapped or rolled back, or the key is not this dataset's key.", exitCode: dataError)
@@ -85,31 +86,12 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 // MARK: - Key files
 
-enum KeyFiles {
-    /// Reads an insecure key file: must be a regular file, not readable by group or others.
-    static func load(_ path: String) throws -> SecureBytes {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else {
-            let e = errno
-            if e == ENOENT { throw Failure(description: "key file \(path) does not exist; make one with 'cce4 key generate --insecure-key-file \(path)'", exitCode: Failure.noInput) }
-            throw Failure(description: "cannot open key file \(path): \(String(cString: strerror(e)))", exitCode: e == EACCES ? Failure.noPermission : Failure.noInput)
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
-            throw Failure(description: "key file \(path) is not a regular file", exitCode: Failure.noInput)
-        }
-        guard st.st_mode & 0o077 == 0 else {
-            throw Failure(description: "key file \(path) is accessible by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); run 'chmod 600 \(path)'", exitCode: Failure.noPermission)
-        }
-        var buf = [UInt8](repeating: 0, count: 256)
-        defer { secureWipe(&buf) }
-        let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-        guard n >= 0 else { throw Failure(description: "cannot read key file \(path): \(String(cString: strerror(errno)))", exitCode: Failure.ioError) }
-        do {
-            return try buf.withUnsafeBytes { try InsecureKeyFile.parse(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        } catch let e as EnvelopeError {
-            throw Failure(description: "key file \(path): \(e)", exitCode: Failure.usage)
+extension KeyFileError {
+    var exitCode: Int32 {
+        switch kind {
+        case .missing, .unreadable: return Failure.noInput
+        case .permissions: return Failure.noPermission
+        case .malformed: return Failure.usage
         }
     }
 }

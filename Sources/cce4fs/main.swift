@@ -157,26 +157,14 @@ func parse(_ args: [String]) throws -> Config {
 }
 
 func loadKey(_ path: String) throws -> SecureBytes {
-    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-    guard fd >= 0 else {
-        let e = errno
-        throw Failure(message: e == ENOENT ? "key file \(path) does not exist (make one with 'cce4 key generate --insecure-key-file \(path)')"
-                                          : "cannot open key file \(path): \(String(cString: strerror(e)))", status: e == EACCES ? 77 : 66)
-    }
-    defer { close(fd) }
-    var st = stat()
-    guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw Failure(message: "key file \(path) is not a regular file", status: 66) }
-    guard st.st_mode & 0o077 == 0 else {
-        throw Failure(message: "key file \(path) is accessible by group or others; run 'chmod 600 \(path)'", status: 77)
-    }
-    var buf = [UInt8](repeating: 0, count: 256)
-    defer { secureWipe(&buf) }
-    let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-    guard n >= 0 else { throw Failure(message: "cannot read key file \(path)", status: 66) }
     do {
-        return try buf.withUnsafeBytes { try InsecureKeyFile.parse(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        return try KeyFiles.load(path)
     } catch {
-        throw Failure(message: "key file \(path): \(error)", status: 64)
+        switch error.kind {
+        case .missing, .unreadable: throw Failure(message: error.description, status: 66)
+        case .permissions: throw Failure(message: error.description, status: 77)
+        case .malformed: throw Failure(message: error.description, status: 64)
+        }
     }
 }
 
