@@ -109,6 +109,8 @@ public final class DatasetFile: Sendable {
     private let store: any ObjectStore
     private let parts: [(key: ObjectKey, size: Int64)]
     private let partSize: Int64
+    /// The open object of a single-object file (nil for files in parts, read per request).
+    private let single: (any ObjectReader)?
 
     init(reader: DatasetReader, file: FileRef, key: SecureBytes) throws {
         self.file = file
@@ -131,11 +133,22 @@ public final class DatasetFile: Sendable {
         let first = parts[0].key
         do {
             var header = [UInt8](repeating: 0, count: StreamParameters.headerLength)
-            let got = try header.withUnsafeMutableBytes { b in try reader.store.read(first, at: 0, into: b, ifMatch: nil) }
-            guard got.objectSize == parts[0].size else {
-                throw DatasetError.integrity(object: first.rawValue, detail: "object is \(got.objectSize) bytes, the directory entry expects \(parts[0].size) (truncated or replaced)")
+            let objectSize: Int64, got: Int
+            if case .single = file.layout {
+                let r = try reader.store.openReader(first)
+                single = r
+                objectSize = r.size
+                got = try header.withUnsafeMutableBytes { b in try r.read(at: 0, into: b) }
+            } else {
+                single = nil
+                let res = try header.withUnsafeMutableBytes { b in try reader.store.read(first, at: 0, into: b, ifMatch: nil) }
+                objectSize = res.objectSize
+                got = res.count
             }
-            guard got.count == header.count else { throw EnvelopeError.malformed("object shorter than its header") }
+            guard objectSize == parts[0].size else {
+                throw DatasetError.integrity(object: first.rawValue, detail: "object is \(objectSize) bytes, the directory entry expects \(parts[0].size) (truncated or replaced)")
+            }
+            guard got == header.count else { throw EnvelopeError.malformed("object shorter than its header") }
             let h = try header.withUnsafeBytes { try StreamHeader(parsing: $0) }
             decryptor = try StreamDecryptor(key: key, associatedData: AssociatedData.file(datasetID: reader.layout.datasetID, fileID: file.fileID),
                                             header: h, plaintextSize: file.size, parameters: file.parameters())
@@ -179,6 +192,15 @@ public final class DatasetFile: Sendable {
     /// Fetches ciphertext `range` of the stream from its part objects, checking each
     /// part's size against the directory entry.
     func fetch(_ range: Range<Int64>, into out: UnsafeMutableRawBufferPointer) throws {
+        if let single {
+            // Its size was checked at open; the open object cannot change under us.
+            let got: Int
+            do { got = try single.read(at: range.lowerBound, into: UnsafeMutableRawBufferPointer(rebasing: out[0..<range.count])) } catch { throw DatasetError.store(error) }
+            guard got == range.count else {
+                throw DatasetError.integrity(object: single.key.rawValue, detail: "object ended early: \(got) of \(range.count) bytes at \(range.lowerBound)")
+            }
+            return
+        }
         var pos = range.lowerBound
         while pos < range.upperBound {
             let index = Int(pos / partSize)

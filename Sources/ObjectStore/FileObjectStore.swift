@@ -95,6 +95,10 @@ public final class FileObjectStore: ObjectStore {
         return ReadResult(count: done, objectSize: Int64(st.st_size), etag: tag)
     }
 
+    public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
+        try FileObjectReader(path: path(key), key: key)
+    }
+
     public func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo {
         var st = stat()
         guard stat(path(key), &st) == 0 else { throw Self.error(errno, key: key.rawValue, "stat") }
@@ -159,6 +163,46 @@ public final class FileObjectStore: ObjectStore {
             }
             if type == UInt8(DT_DIR) { try walk(child, into: &keys) } else if type == UInt8(DT_REG) { keys.append(child) }
         }
+    }
+}
+
+/// An open object file: reads are one pread each, from any thread.
+final class FileObjectReader: ObjectReader {
+    let key: ObjectKey
+    let size: Int64
+    let etag: String
+    private let fd: Int32
+
+    init(path: String, key: ObjectKey) throws(ObjectStoreError) {
+        self.key = key
+        // O_NONBLOCK: never hang on a FIFO planted in a shared store (see read(_:at:into:ifMatch:)).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw FileObjectStore.error(errno, key: key.rawValue, "open") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw ObjectStoreError(.notFound, key: key.rawValue, "not a regular file")
+        }
+        self.fd = fd
+        size = Int64(st.st_size)
+        etag = FileObjectStore.etag(st)
+    }
+
+    deinit { close(fd) }
+
+    func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int {
+        guard offset >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "negative offset") }
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileObjectStore.error(errno, key: key.rawValue, "read")
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
     }
 }
 

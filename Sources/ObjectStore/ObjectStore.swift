@@ -94,8 +94,21 @@ public protocol ObjectWriter: AnyObject {
     func abort()
 }
 
+/// Reads one version of one object: opened once, read many times, by many threads. For
+/// `file://` it holds the file open, so reads cost one pread and an object replaced
+/// meanwhile is never mixed in (the old version stays readable until the reader is released).
+public protocol ObjectReader: Sendable {
+    var key: ObjectKey { get }
+    var size: Int64 { get }
+    var etag: String { get }
+    /// Reads up to `buffer.count` bytes at `offset`; short only at the end of the object.
+    func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int
+}
+
 /// An object store. Calls block the calling thread (FUSE workers call them directly).
 public protocol ObjectStore: Sendable {
+    /// Opens one version of an object for repeated reads.
+    func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader
     /// The URL the store was opened from, for messages.
     var url: String { get }
     /// Reads up to `buffer.count` bytes at `offset`. With `ifMatch`, fails with
@@ -110,7 +123,30 @@ public protocol ObjectStore: Sendable {
     func delete(_ key: ObjectKey) throws(ObjectStoreError)
 }
 
+/// The generic reader: a ranged read per call, pinned to the version first seen (If-Match),
+/// so a replaced object gives `.preconditionFailed` rather than a mix of versions.
+public struct PinnedReader: ObjectReader {
+    public let store: any ObjectStore
+    public let key: ObjectKey
+    public let size: Int64
+    public let etag: String
+
+    public init(store: any ObjectStore, key: ObjectKey) throws(ObjectStoreError) {
+        let info = try store.head(key)
+        guard info.size >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "store reported a negative size") }
+        self.store = store; self.key = key; self.size = info.size; self.etag = info.etag
+    }
+
+    public func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int {
+        let r = try store.read(key, at: offset, into: buffer, ifMatch: etag)
+        guard (0...buffer.count).contains(r.count) else { throw ObjectStoreError(.io, key: key.rawValue, "store reported an impossible read") }
+        return r.count
+    }
+}
+
 extension ObjectStore {
+    public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader { try PinnedReader(store: self, key: key) }
+
     /// Reads `range` (or the whole object) into a new array; short only if the object is shorter.
     public func get(_ key: ObjectKey, range: Range<Int64>? = nil) throws(ObjectStoreError) -> (bytes: [UInt8], objectSize: Int64) {
         if let range {
@@ -127,11 +163,19 @@ extension ObjectStore {
             buf.removeSubrange(result.count...)
             return (buf, result.objectSize)
         }
-        let info = try head(key)
-        guard info.size >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "store reported a negative size") }
-        // One read of the size head reported; an object that changed in between is the
-        // caller's to detect (sizes and hashes are checked above this layer).
-        return try get(key, range: 0..<info.size)
+        // Through a reader pinned to one version: an object replaced meanwhile is read whole
+        // (file://: the open file) or refused (If-Match), never torn.
+        let reader = try openReader(key)
+        guard reader.size >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "store reported a negative size") }
+        var buf = [UInt8](repeating: 0, count: Int(reader.size))
+        var failure: ObjectStoreError?
+        var count = 0
+        buf.withUnsafeMutableBytes { b in
+            do throws(ObjectStoreError) { count = try reader.read(at: 0, into: b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        guard count == buf.count else { throw ObjectStoreError(.io, key: key.rawValue, "object ended early: \(count) of \(buf.count) bytes") }
+        return (buf, reader.size)
     }
 
     /// Writes a whole object.
