@@ -121,9 +121,23 @@ public struct StreamHeader: Sendable, Equatable {
 
     public var bytes: [UInt8] { [UInt8(StreamParameters.headerLength)] + salt + noncePrefix }
 
-    func nonce(segment: Int64, last: Bool) -> [UInt8] {
+    func nonce(segment: Int64, last: Bool) -> SegmentNonce { SegmentNonce(prefix: noncePrefix, segment: segment, last: last) }
+}
+
+/// A segment's 12-byte nonce, on the stack: prefix ‖ uint32(index) ‖ last flag. Built for
+/// every segment on the read path, so it must not allocate.
+struct SegmentNonce {
+    private var b = (UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0),
+                     UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0))
+
+    init(prefix p: [UInt8], segment: Int64, last: Bool) {
         let i = UInt32(truncatingIfNeeded: segment)
-        return noncePrefix + [UInt8(i >> 24), UInt8(i >> 16 & 0xff), UInt8(i >> 8 & 0xff), UInt8(i & 0xff), last ? 1 : 0]
+        b = (p[0], p[1], p[2], p[3], p[4], p[5], p[6],
+             UInt8(i >> 24), UInt8(i >> 16 & 0xff), UInt8(i >> 8 & 0xff), UInt8(i & 0xff), last ? 1 : 0)
+    }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try Swift.withUnsafeBytes(of: b, body)
     }
 }
 
