@@ -14,14 +14,19 @@ public final class DatasetReader: Sendable {
     public let layout: DatasetLayout
     public let root: SHA256Digest
     private let key: SecureBytes
-    /// Decoded directories by hash. Lock order: taken alone; no I/O or crypto under it.
-    private let directories = Mutex<[SHA256Digest: DirectoryListing]>([:])
+    /// Decoded directories by hash, within `directoryCacheBytes`. Lock order: taken alone;
+    /// no I/O or crypto under it.
+    private let directories = Mutex<(listings: [SHA256Digest: DirectoryListing], bytes: Int)>(([:], 0))
+    /// Memory budget for decoded directory listings (the root's is always kept).
+    public let directoryCacheBytes: Int
 
-    public init(store: any ObjectStore, datasetID: String, root: SHA256Digest, key: SecureBytes) throws {
+    public init(store: any ObjectStore, datasetID: String, root: SHA256Digest, key: SecureBytes,
+                directoryCacheBytes: Int = 64 << 20) throws {
         self.store = store
         self.layout = try DatasetLayout(datasetID: datasetID)
         self.root = root
         self.key = key
+        self.directoryCacheBytes = max(0, directoryCacheBytes)
     }
 
     /// The directory object with `hash`, fetched, hash-checked, decrypted and parsed.
@@ -35,7 +40,7 @@ public final class DatasetReader: Sendable {
     }
 
     func directory(_ hash: SHA256Digest, expectedSize: Int64?) throws -> DirectoryListing {
-        if let d = directories.withLock({ $0[hash] }) { return d }
+        if let d = directories.withLock({ $0.listings[hash] }) { return d }
         let objectKey: ObjectKey
         do { objectKey = try layout.directoryKey(hash) } catch { throw DatasetError.wrap(error, object: nil) }
         let listing: DirectoryListing
@@ -57,14 +62,25 @@ public final class DatasetReader: Sendable {
         } catch {
             throw DatasetError.wrap(error, object: objectKey)
         }
+        let root = self.root, budget = directoryCacheBytes
         directories.withLock { cache in
-            if cache.count > 4096 { cache.removeAll(keepingCapacity: true) }
-            cache[hash] = listing
+            guard cache.listings[hash] == nil else { return }
+            // Over budget: drop other listings (not the root) until the new one fits.
+            while cache.bytes + listing.byteCount > budget,
+                  let victim = cache.listings.first(where: { $0.key != root && $0.key != hash }) {
+                cache.bytes -= victim.value.byteCount
+                cache.listings[victim.key] = nil
+            }
+            cache.listings[hash] = listing
+            cache.bytes += listing.byteCount
         }
         return listing
     }
 
     public func rootDirectory() throws -> DirectoryListing { try directory(root) }
+
+    /// What the directory cache holds now: listings and bytes.
+    public var directoryCacheUsage: (listings: Int, bytes: Int) { directories.withLock { ($0.listings.count, $0.bytes) } }
 
     /// The store key of a directory, for messages.
     public func objectKey(ofDirectory hash: SHA256Digest) -> String { (try? layout.directoryKey(hash).rawValue) ?? hash.hex }

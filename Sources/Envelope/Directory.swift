@@ -275,6 +275,8 @@ public struct DirectoryListing: Sendable {
     private let offsets: [UInt32]
     private let areaStart: Int
     public var count: Int { offsets.count }
+    /// Memory held by the decoded listing (for cache budgets).
+    public var byteCount: Int { body.count + offsets.count * 4 + 64 }
 
     public init(plaintext: [UInt8]) throws(EnvelopeError) {
         guard plaintext.count <= DirectoryLimits.maxPlaintextSize else { throw .malformed("directory body too large") }

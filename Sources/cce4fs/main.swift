@@ -30,6 +30,8 @@ Options (-o, comma-separated; may be repeated):
   uid=N, gid=N           owner and group reported for every file (default: the mounting user)
   umask=OCTAL            permission bits to clear (default: 022)
   threads=N              FUSE worker threads (default: 16)
+  cache_size=SIZE        memory for decoded directory listings, e.g. 256M or 1G (default: 64M);
+                         file data is cached by the kernel's page cache
   attr_timeout=SECONDS   how long the kernel caches attributes and names (default: 86400;
                          the version never changes)
   log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
@@ -72,6 +74,7 @@ struct Config {
     var allowRoot = false
     var fsOptions = FSOptions()
     var threads = 16
+    var cacheBytes = 64 << 20
     var logLevel: Logger.Level = .warning
     var fsname: String?
     /// Kernel mount flags passed through to libfuse.
@@ -112,6 +115,9 @@ func parse(_ args: [String]) throws -> Config {
             let n = try number()
             guard (1...256).contains(n) else { throw Failure(message: "threads must be 1...256", status: 64) }
             c.threads = Int(n)
+        case "cache_size":
+            guard let n = parseSize(try value()), n >= 1 << 20 else { throw Failure(message: "cache_size must be a size of at least 1M, as in cache_size=256M", status: 64) }
+            c.cacheBytes = n
         case "attr_timeout":
             guard let t = Double(try value()), t >= 0 else { throw Failure(message: "attr_timeout must be a number of seconds", status: 64) }
             c.fsOptions.attrTimeout = t; c.fsOptions.entryTimeout = t
@@ -154,6 +160,13 @@ func parse(_ args: [String]) throws -> Config {
     c.mountpoint = positional[1]
     if c.debug { c.logLevel = .debug }
     return c
+}
+
+/// "1048576", "64K", "256M", "2G" → bytes.
+func parseSize(_ text: String) -> Int? {
+    let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+    if let u = text.last.flatMap({ units[Character($0.uppercased())] }), let n = Int(text.dropLast()), n >= 0, n <= Int.max / u { return n * u }
+    return Int(text)
 }
 
 func loadKey(_ path: String) throws -> SecureBytes {
@@ -261,7 +274,7 @@ let fs: DatasetFS
 do {
     let key = try loadKey(keyPath)
     let store = try ObjectStores.open(url: config.source)
-    let reader = try DatasetReader(store: store, datasetID: dataset, root: root, key: key)
+    let reader = try DatasetReader(store: store, datasetID: dataset, root: root, key: key, directoryCacheBytes: config.cacheBytes)
     fs = try DatasetFS(reader: reader, options: config.fsOptions)
 } catch let f as Failure {
     fail(f.message, f.status)

@@ -136,3 +136,28 @@ struct DatasetFSTests {
         #expect(try fx.fs.getattr(DatasetFS.rootIno).mode & 0o777 == 0o700)
     }
 }
+
+@Suite("Directory cache budget")
+struct DirectoryCacheTests {
+    @Test("listings beyond the budget are evicted and re-verified on the next access")
+    func budget() throws {
+        let dir = TempDir("cce4-cache")
+        for d in 0..<20 { for f in 0..<50 { try writeFile(dir.sub("src/dir\(d)/file_with_a_long_name_\(f).bin"), [UInt8(f)]) } }
+        let store = try FileObjectStore(root: dir.sub("store"), create: true)
+        let key = try SecureBytes.random(count: 32)
+        let root = try Packer(store: store, datasetID: "c", key: key).pack(source: dir.sub("src")).root
+        // A budget of about three listings.
+        let reader = try DatasetReader(store: store, datasetID: "c", root: root, key: key, directoryCacheBytes: 3 * 10_000)
+        let fs = try DatasetFS(reader: reader)
+        for round in 0..<2 {
+            for d in 0..<20 {
+                let a = try fs.lookup(parent: DatasetFS.rootIno, name: Array("dir\(d)".utf8))
+                let f = try fs.lookup(parent: a.ino, name: Array("file_with_a_long_name_7.bin".utf8))
+                #expect(f.size == 1, "round \(round) dir \(d)")
+                let usage = reader.directoryCacheUsage
+                #expect(usage.bytes <= 3 * 10_000 || usage.listings <= 2, "cache holds \(usage.bytes) bytes in \(usage.listings) listings")
+            }
+        }
+        #expect(reader.directoryCacheUsage.listings < 21, "evictions happened")
+    }
+}
