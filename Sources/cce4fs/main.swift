@@ -32,6 +32,9 @@ Options (-o, comma-separated; may be repeated):
   threads=N              FUSE worker threads (default: 16)
   cache_size=SIZE        memory for decoded directory listings, e.g. 256M or 1G (default: 64M);
                          file data is cached by the kernel's page cache
+  read_ahead_kb=N        the kernel's readahead window for this mount, in KiB (default: 1024,
+                         so sequential reads arrive as 1 MiB requests; 0 keeps the kernel's
+                         128); needs root (it is set through /sys/class/bdi)
   attr_timeout=SECONDS   how long the kernel caches attributes and names (default: 86400;
                          the version never changes)
   log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
@@ -75,6 +78,8 @@ struct Config {
     var fsOptions = FSOptions()
     var threads = 16
     var cacheBytes = 64 << 20
+    /// The kernel readahead window for this mount (its bdi), in KiB; 0 leaves the kernel's.
+    var readAheadKB = 1024
     var logLevel: Logger.Level = .warning
     var fsname: String?
     /// Kernel mount flags passed through to libfuse.
@@ -115,6 +120,10 @@ func parse(_ args: [String]) throws -> Config {
             let n = try number()
             guard (1...256).contains(n) else { throw Failure(message: "threads must be 1...256", status: 64) }
             c.threads = Int(n)
+        case "read_ahead_kb":
+            let n = try number()
+            guard n <= 65536 else { throw Failure(message: "read_ahead_kb must be 0...65536", status: 64) }
+            c.readAheadKB = Int(n)
         case "cache_size":
             guard let n = parseSize(try value()), n >= 1 << 20 else { throw Failure(message: "cache_size must be a size of at least 1M, as in cache_size=256M", status: 64) }
             c.cacheBytes = n
@@ -319,6 +328,26 @@ if let fd = readyFD {
     let devnull = open("/dev/null", O_RDWR)
     if devnull >= 0 { dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2); if devnull > 2 { close(devnull) } }
     _ = chdir("/")
+}
+
+if config.readAheadKB > 0 {
+    // The kernel sets the mount's readahead window from FUSE INIT (at most 128 KiB) and
+    // only then is the bdi visible; stat(2) of the mount point waits for INIT, which the loop
+    // below answers. So set the window from another thread once the mount is initialised.
+    let kb = config.readAheadKB, mp = mountpoint, log = logger
+    Thread.detachNewThread {
+        var st = stat()
+        guard stat(mp, &st) == 0 else { return }
+        let dev = UInt64(st.st_dev)
+        let major = (dev >> 8) & 0xfff | (dev >> 32) & ~UInt64(0xfff), minor = dev & 0xff | (dev >> 12) & ~UInt64(0xff)
+        let path = "/sys/class/bdi/\(major):\(minor)/read_ahead_kb"
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { log.notice("cannot set read_ahead_kb (not root?)", metadata: ["path": "\(path)"]); return }
+        let text = Array("\(kb)\n".utf8)
+        let n = text.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        close(fd)
+        log.info("readahead window set", metadata: ["read_ahead_kb": "\(kb)", "ok": "\(n == text.count)"])
+    }
 }
 
 pthread_sigmask(SIG_UNBLOCK, &blocked, nil)
