@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: help setup build install demo test bench-segments clean
+.PHONY: help setup build install demo test bench-segments bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,3 +29,7 @@ bench-segments: setup ## Measure ciphertext segment sizes (docs/format.md §2.4)
 
 clean: ## Remove build outputs and the demo's work folder
 	rm -rf .build demo/work
+
+bench: build ## Benchmark cce4fs vs gocryptfs, passthrough_ll, plain (root; ~10 min; BENCH_ARGS=--quick)
+	@CCE4_SETUP_BENCH=1 scripts/setup.sh
+	.venv/bin/python scripts/bench/bench.py $(BENCH_ARGS)

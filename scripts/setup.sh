@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 say() { printf '==> %s\n' "$*"; }
 
 need_apt=()
-for pkg in libssl-dev pkg-config util-linux fuse3 libfuse3-dev; do
+packages=(libssl-dev pkg-config util-linux fuse3 libfuse3-dev)
+# `make bench` also needs the peers it measures against and fio (CCE4_SETUP_BENCH=1).
+[ "${CCE4_SETUP_BENCH:-0}" = 1 ] && packages+=(fio gocryptfs gcc)
+for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 PYTHON=${PYTHON:-python3}
