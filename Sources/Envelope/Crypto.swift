@@ -68,6 +68,16 @@ public struct SHA256Digest: Hashable, Sendable, CustomStringConvertible {
 
     public var hex: String { Hex.encode(bytes) }
     public var description: String { hex }
+
+    /// Hashes 8 bytes: digests are uniformly random, and hashing all 32 byte by byte showed in
+    /// profiles of directory-cache lookups.
+    public func hash(into hasher: inout Hasher) {
+        var v: UInt64 = 0
+        for i in 0..<min(8, bytes.count) { v = v << 8 | UInt64(bytes[i]) }
+        hasher.combine(v)
+    }
+
+    public static func == (a: SHA256Digest, b: SHA256Digest) -> Bool { a.bytes == b.bytes }
 }
 
 /// Incremental SHA-256, for objects read in pieces.
@@ -162,7 +172,7 @@ public enum Hex {
         return String(decoding: out, as: UTF8.self)
     }
     /// The value of one hex digit (either case), or nil.
-    static func nibble(_ c: UInt8) -> UInt8? {
+    public static func nibble(_ c: UInt8) -> UInt8? {
         switch c {
         case 48...57: return c - 48
         case 97...102: return c - 87

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // Directory objects: one encrypted, authenticated listing per directory, children
 // sorted by name with an offset table for O(log n) lookup. See docs/format.md §3.
 
@@ -340,16 +344,31 @@ public struct DirectoryListing: Sendable {
         }
     }
 
-    /// Binary search by name: O(log n) entries touched.
+    /// Binary search by name: O(log n) entries touched, names compared in place (no copies).
     public func lookup(_ name: [UInt8]) throws(EnvelopeError) -> DirectoryEntry? {
         var lo = 0, hi = offsets.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            let n = try self.name(at: mid)
-            if n == name { return try entry(at: mid) }
-            if n.lexicographicallyPrecedes(name) { lo = mid + 1 } else { hi = mid }
+            let order = try compareName(at: mid, with: name)
+            if order == 0 { return try entry(at: mid) }
+            if order < 0 { lo = mid + 1 } else { hi = mid }
         }
         return nil
+    }
+
+    /// memcmp-style comparison of entry `i`'s name with `name` (negative: the entry sorts first).
+    func compareName(at i: Int, with name: [UInt8]) throws(EnvelopeError) -> Int {
+        let (start, end) = bounds(i)
+        guard start < end, start >= 0, end <= body.count else { throw .malformed("directory entry out of bounds") }
+        return try body.withBytes { (buf) throws(EnvelopeError) -> Int in
+            let n = Int(buf[start])
+            guard start + 1 + n <= end else { throw .malformed("directory entry name truncated") }
+            return name.withUnsafeBytes { q in
+                let common = min(n, q.count)
+                let c = common == 0 ? 0 : Int(memcmp(buf.baseAddress! + start + 1, q.baseAddress!, common))
+                return c != 0 ? c : n - q.count
+            }
+        }
     }
 
     /// Decodes every entry and checks the order (strictly increasing names).

@@ -113,7 +113,15 @@ public final class DatasetFS: Sendable {
     func ino(for entry: DirectoryEntry, parentHash: SHA256Digest) -> UInt64 {
         switch entry.target {
         case .directory(let d): return Self.number(d.hash.bytes)
-        case .file(let f): return Self.number(Hex.decode(String(f.objectKey.suffix(16))) ?? SHA256Digest.hash(Array(f.objectKey.utf8)).bytes)
+        case .file(let f):
+            // The last 16 hex digits of the random object key, read in place (no allocation).
+            var v: UInt64 = 0, digits = 0
+            for c in f.objectKey.utf8.reversed() {
+                guard digits < 16, let n = Hex.nibble(c) else { break }
+                v |= UInt64(n) << (4 * UInt64(digits))
+                digits += 1
+            }
+            return digits == 16 ? (v < 2 ? v + 2 : v) : Self.number(SHA256Digest.hash(Array(f.objectKey.utf8)).bytes)
         case .symlink: return Self.number(SHA256Digest.hash(parentHash.bytes + [0] + entry.name).bytes)
         }
     }

@@ -212,13 +212,14 @@ public final class FuseSession: @unchecked Sendable {
         }
         ops.lookup = { req, parent, name in
             let s = FuseSession.bridge(req), r = Request(req!)
-            do {
-                let a = try s.fs.lookup(parent: parent, name: FuseSession.name(name))
-                r.entry(a, s.fs.options)
-            } catch let e as FSError where e.errno == ENOENT {
-                // The snapshot is immutable: let the kernel cache the miss too.
-                r.negativeEntry(s.fs.options)
-            } catch { s.fail(r, error, "lookup") }
+            let result: Result<Attributes, FSError>
+            do throws(FSError) { result = .success(try s.fs.lookup(parent: parent, name: FuseSession.name(name))) } catch { result = .failure(error) }
+            switch result {
+            case .success(let a): r.entry(a, s.fs.options)
+            // The snapshot is immutable: let the kernel cache the miss too.
+            case .failure(let e) where e.errno == ENOENT: r.negativeEntry(s.fs.options)
+            case .failure(let e): s.fail(r, e, "lookup")
+            }
         }
         ops.forget = { req, ino, n in
             FuseSession.bridge(req).fs.forget(ino, count: n)
@@ -231,7 +232,12 @@ public final class FuseSession: @unchecked Sendable {
         }
         ops.getattr = { req, ino, _ in
             let s = FuseSession.bridge(req), r = Request(req!)
-            do { let a = try s.fs.getattr(ino); r.attr(a, s.fs.options) } catch { s.fail(r, error, "getattr") }
+            let result: Result<Attributes, FSError>
+            do throws(FSError) { result = .success(try s.fs.getattr(ino)) } catch { result = .failure(error) }
+            switch result {
+            case .success(let a): r.attr(a, s.fs.options)
+            case .failure(let e): s.fail(r, e, "getattr")
+            }
         }
         ops.readlink = { req, ino in
             let s = FuseSession.bridge(req), r = Request(req!)
