@@ -82,21 +82,27 @@ public final class FileObjectStore: ObjectStore {
         if let ifMatch, ifMatch != tag {
             throw ObjectStoreError(.preconditionFailed, key: key.rawValue, "object changed since it was opened")
         }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Self.error(errno, key: key.rawValue, "read")
-            }
-            if n == 0 { break }
-            done += n
-        }
+        let done = try Self.preadFully(fd, into: buffer, at: offset, key: key)
         return ReadResult(count: done, objectSize: Int64(st.st_size), etag: tag)
     }
 
     public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
         try FileObjectReader(path: path(key), key: key)
+    }
+
+    /// pread(2) until `buffer` is full or the file ends; retries EINTR. Returns the bytes read.
+    static func preadFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, key: ObjectKey) throws(ObjectStoreError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw error(errno, key: key.rawValue, "read")
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
     }
 
     public func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo {
@@ -192,17 +198,7 @@ final class FileObjectReader: ObjectReader {
 
     func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int {
         guard offset >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "negative offset") }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileObjectStore.error(errno, key: key.rawValue, "read")
-            }
-            if n == 0 { break }
-            done += n
-        }
-        return done
+        return try FileObjectStore.preadFully(fd, into: buffer, at: offset, key: key)
     }
 }
 
