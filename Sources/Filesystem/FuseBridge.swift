@@ -51,7 +51,13 @@ struct Request: ~Copyable {
         discard self
     }
 
-    consuming func open(_ fi: UnsafeMutablePointer<fuse_file_info>) { fuse_reply_open(req, fi); discard self }
+    /// Returns fuse_reply_open's result: non-zero means the kernel never got the handle.
+    @discardableResult
+    consuming func open(_ fi: UnsafeMutablePointer<fuse_file_info>) -> Int32 {
+        let rc = fuse_reply_open(req, fi)
+        discard self
+        return rc
+    }
 
     consuming func readlink(_ target: [UInt8]) {
         (target + [0]).withUnsafeBufferPointer { p in
@@ -248,10 +254,12 @@ public final class FuseSession: @unchecked Sendable {
             guard let fi else { r.error(EIO); return }
             do {
                 let file = try s.fs.open(ino, flags: fi.pointee.flags)
-                fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(file).toOpaque()))
+                let handle = Unmanaged.passRetained(file)
+                fi.pointee.fh = UInt64(UInt(bitPattern: handle.toOpaque()))
                 // The snapshot never changes: keep cached pages across opens.
                 cce4_fi_set_keep_cache(fi, 1)
-                r.open(fi)
+                // If the reply did not reach the kernel, no RELEASE will come: drop it here.
+                if r.open(fi) != 0 { handle.release() }
             } catch { s.fail(r, error, "open") }
         }
         ops.read = { req, _, size, off, fi in
@@ -337,6 +345,9 @@ public final class FuseSession: @unchecked Sendable {
                             var e = fuse_entry_param()
                             let dot = item.name == [0x2e] || item.name == [0x2e, 0x2e]
                             e.ino = dot ? 0 : item.attributes.ino
+                            // The same generation as lookup replies: a mismatch makes the kernel
+                            // treat the inode as reused and drop its cached pages.
+                            e.generation = 1
                             e.attr = statOf(item.attributes)
                             e.attr_timeout = s.fs.options.attrTimeout
                             e.entry_timeout = s.fs.options.entryTimeout

@@ -18,6 +18,19 @@ public enum LogDestination {
     }
 }
 
+/// Writes to fd 2 and ignores failures: a closed or broken stderr (EPIPE, with SIGPIPE ignored
+/// by libfuse) must never bring the filesystem down, as FileHandle.write's trap would.
+public func writeStandardError(_ text: String) {
+    var bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + done, $0.count - done) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        done += n
+    }
+}
+
 /// A swift-log handler for cce4fs: "level label: message key=value" lines.
 public struct FSLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
@@ -47,7 +60,7 @@ public struct FSLogHandler: LogHandler {
             }
             cce4_syslog(prio, line)
         } else {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
+            writeStandardError(line + "\n")
         }
     }
 }

@@ -61,7 +61,7 @@ problem; 1 the mount itself failed.
 struct Failure: Error { let message: String; let status: Int32 }
 
 func fail(_ message: String, _ status: Int32) -> Never {
-    FileHandle.standardError.write(Data("cce4fs: error: \(message)\n".utf8))
+    writeStandardError("cce4fs: error: \(message)\n")
     exit(status)
 }
 
@@ -248,18 +248,20 @@ func stopSignals() -> sigset_t {
 
 // MARK: main
 
-// libfuse's loop wakes only if the thread running it receives the stop signal; a runtime
-// thread could take it instead and the unmount would never happen. So block the signals
-// before any thread exists (new threads inherit the mask) and unblock them only on the
-// thread that runs the loop, just before it does.
-var blocked = stopSignals()
-pthread_sigmask(SIG_BLOCK, &blocked, nil)
 
 let config: Config
 do { config = try parse(Array(CommandLine.arguments.dropFirst())) } catch let f as Failure { fail(f.message, f.status) }
 
 let readyFD = ProcessInfo.processInfo.environment["CCE4FS_READY_FD"].flatMap { Int32($0) }
 if !config.foreground && readyFD == nil { spawnBackground() }
+
+// libfuse's loop wakes only if the thread running it receives the stop signal; a runtime
+// thread could take it instead and the unmount would never happen. So block the signals
+// before any thread exists (new threads inherit the mask) and unblock them only on the
+// thread that runs the loop, just before it does. (Not before spawnBackground: its parent
+// must stay interruptible while it waits for the mount.)
+var blocked = stopSignals()
+pthread_sigmask(SIG_BLOCK, &blocked, nil)
 if let keep = readyFD {
     // A daemon must not hold descriptors it inherited (a caller's output pipe, say): the
     // caller would wait for an end-of-file that never comes. Keep stdio and the ready pipe.
