@@ -46,18 +46,20 @@ public final class DatasetReader: Sendable {
         let listing: DirectoryListing
         do {
             // The store is untrusted: bound the size before reading, so a huge object cannot
-            // exhaust memory before its hash is checked.
-            let info = try store.head(objectKey)
+            // exhaust memory before its hash is checked. One reader: one version, one open.
+            let object = try store.openReader(objectKey)
             if let expectedSize {
-                guard info.size == expectedSize else {
-                    throw DatasetError.integrity(object: objectKey.rawValue, detail: "directory object is \(info.size) bytes, its parent says \(expectedSize)")
+                guard object.size == expectedSize else {
+                    throw DatasetError.integrity(object: objectKey.rawValue, detail: "directory object is \(object.size) bytes, its parent says \(expectedSize)")
                 }
             } else {
-                guard info.size >= 0, info.size <= DirectoryLimits.maxRootObjectSize else {
-                    throw DatasetError.integrity(object: objectKey.rawValue, detail: "root directory object is \(info.size) bytes, outside 0...\(DirectoryLimits.maxRootObjectSize)")
+                guard object.size >= 0, object.size <= DirectoryLimits.maxRootObjectSize else {
+                    throw DatasetError.integrity(object: objectKey.rawValue, detail: "root directory object is \(object.size) bytes, outside 0...\(DirectoryLimits.maxRootObjectSize)")
                 }
             }
-            let (bytes, _) = try store.get(objectKey, range: 0..<info.size)
+            var bytes = [UInt8](repeating: 0, count: Int(object.size))
+            let got = try bytes.withUnsafeMutableBytes { b in try object.read(at: 0, into: b) }
+            guard got == bytes.count else { throw DatasetError.integrity(object: objectKey.rawValue, detail: "object ended early: \(got) of \(bytes.count) bytes") }
             listing = try DirectoryObject.open(bytes, expectedHash: hash, datasetID: layout.datasetID, key: key)
         } catch {
             throw DatasetError.wrap(error, object: objectKey)
@@ -95,17 +97,17 @@ public final class DatasetReader: Sendable {
     public func resolve(_ path: String) throws -> Resolved {
         let comps = Array(path.utf8).split(separator: 0x2f).map(Array.init).filter { $0 != [0x2e] }
         var current = root
+        var listing = try rootDirectory()
         var result = Resolved.root
         for (i, comp) in comps.enumerated() {
             if comp == [0x2e, 0x2e] { throw DatasetError.invalidArgument("'..' is not allowed in dataset paths") }
-            let listing = try directory(current)
             let found: DirectoryEntry?
             do { found = try listing.lookup(comp) } catch { throw DatasetError.integrity(object: objectKey(ofDirectory: current), detail: "\(error)") }
             guard let entry = found else { throw DatasetError.noSuchPath(path) }
             result = .entry(entry, parent: current)
             if i < comps.count - 1 {
                 guard case .directory(let d) = entry.target else { throw DatasetError.wrongKind("not a directory: a component of \(path)") }
-                _ = try directory(d)
+                listing = try directory(d)
                 current = d.hash
             }
         }
@@ -119,14 +121,18 @@ public final class DatasetReader: Sendable {
 }
 
 /// One open file of a dataset.
+///
+/// Every part is read through an `ObjectReader` whose size is checked against the directory
+/// entry. The first part's reader is opened at `open` (to read the header) and kept, so a
+/// file stored as one object costs a single pread per read; later parts of a file stored in
+/// parts are opened for each read that touches them.
 public final class DatasetFile: Sendable {
     public let file: FileRef
     private let decryptor: StreamDecryptor
     private let store: any ObjectStore
     private let parts: [(key: ObjectKey, size: Int64)]
     private let partSize: Int64
-    /// The open object of a single-object file (nil for files in parts, read per request).
-    private let single: (any ObjectReader)?
+    private let firstPart: any ObjectReader
 
     init(reader: DatasetReader, file: FileRef, key: SecureBytes) throws {
         self.file = file
@@ -146,31 +152,28 @@ public final class DatasetFile: Sendable {
         case .single: partSize = max(1, file.ciphertextSize)
         case .parts(let ps): partSize = ps
         }
-        let first = parts[0].key
+        let first = try Self.open(parts[0], in: reader.store)
+        firstPart = first
         do {
             var header = [UInt8](repeating: 0, count: StreamParameters.headerLength)
-            let objectSize: Int64, got: Int
-            if case .single = file.layout {
-                let r = try reader.store.openReader(first)
-                single = r
-                objectSize = r.size
-                got = try header.withUnsafeMutableBytes { b in try r.read(at: 0, into: b) }
-            } else {
-                single = nil
-                let res = try header.withUnsafeMutableBytes { b in try reader.store.read(first, at: 0, into: b, ifMatch: nil) }
-                objectSize = res.objectSize
-                got = res.count
-            }
-            guard objectSize == parts[0].size else {
-                throw DatasetError.integrity(object: first.rawValue, detail: "object is \(objectSize) bytes, the directory entry expects \(parts[0].size) (truncated or replaced)")
-            }
+            let got = try header.withUnsafeMutableBytes { b in try first.read(at: 0, into: b) }
             guard got == header.count else { throw EnvelopeError.malformed("object shorter than its header") }
             let h = try header.withUnsafeBytes { try StreamHeader(parsing: $0) }
             decryptor = try StreamDecryptor(key: key, associatedData: AssociatedData.file(datasetID: reader.layout.datasetID, fileID: file.fileID),
                                             header: h, plaintextSize: file.size, parameters: file.parameters())
         } catch {
-            throw DatasetError.wrap(error, object: first)
+            throw DatasetError.wrap(error, object: parts[0].key)
         }
+    }
+
+    /// Opens one part and checks its size against the directory entry.
+    private static func open(_ part: (key: ObjectKey, size: Int64), in store: any ObjectStore) throws -> any ObjectReader {
+        let r: any ObjectReader
+        do { r = try store.openReader(part.key) } catch { throw DatasetError.store(error) }
+        guard r.size == part.size else {
+            throw DatasetError.integrity(object: part.key.rawValue, detail: "object is \(r.size) bytes, the directory entry expects \(part.size) (truncated or replaced)")
+        }
+        return r
     }
 
     public var size: Int64 { file.size }
@@ -205,30 +208,21 @@ public final class DatasetFile: Sendable {
         return out
     }
 
-    /// Fetches ciphertext `range` of the stream from its part objects, checking each
-    /// part's size against the directory entry.
+    /// Fetches ciphertext `range` of the stream from the parts it spans.
     func fetch(_ range: Range<Int64>, into out: UnsafeMutableRawBufferPointer) throws {
-        if let single {
-            // Its size was checked at open; the open object cannot change under us.
-            let got: Int
-            do { got = try single.read(at: range.lowerBound, into: UnsafeMutableRawBufferPointer(rebasing: out[0..<range.count])) } catch { throw DatasetError.store(error) }
-            guard got == range.count else {
-                throw DatasetError.integrity(object: single.key.rawValue, detail: "object ended early: \(got) of \(range.count) bytes at \(range.lowerBound)")
-            }
-            return
-        }
         var pos = range.lowerBound
         while pos < range.upperBound {
             let index = Int(pos / partSize)
             guard index < parts.count else { throw DatasetError.integrity(object: parts[parts.count - 1].key.rawValue, detail: "stream shorter than its directory entry says") }
             let part = parts[index]
+            let reader = index == 0 ? firstPart : try Self.open(part, in: store)
             let inPart = pos - Int64(index) * partSize
             let n = Int(min(range.upperBound - pos, part.size - inPart))
-            let dst = UnsafeMutableRawBufferPointer(rebasing: out[Int(pos - range.lowerBound)..<Int(pos - range.lowerBound) + n])
-            let got: ReadResult
-            do { got = try store.read(part.key, at: inPart, into: dst, ifMatch: nil) } catch { throw DatasetError.wrap(error, object: nil) }
-            guard got.objectSize == part.size, got.count == n else {
-                throw DatasetError.integrity(object: part.key.rawValue, detail: "object is \(got.objectSize) bytes, the directory entry expects \(part.size) (truncated or replaced)")
+            let at = Int(pos - range.lowerBound)
+            let got: Int
+            do { got = try reader.read(at: inPart, into: UnsafeMutableRawBufferPointer(rebasing: out[at..<at + n])) } catch { throw DatasetError.store(error) }
+            guard got == n else {
+                throw DatasetError.integrity(object: part.key.rawValue, detail: "object ended early: \(got) of \(n) bytes at \(inPart)")
             }
             pos += Int64(n)
         }

@@ -40,12 +40,13 @@ public struct Verifier {
 
     public func run(progress: ((VerifyReport) -> Void)? = nil) -> VerifyReport {
         var report = VerifyReport()
-        var stack: [(SHA256Digest, Int64?, String)] = [(reader.root, nil, "/")]
-        while let (hash, size, path) = stack.popLast() {
-            let dirKey = reader.objectKey(ofDirectory: hash)
+        // nil is the root (checked against the root hash); a subdirectory comes with its parent's entry.
+        var stack: [(ref: DirectoryRef?, path: String)] = [(nil, "/")]
+        while let (ref, path) = stack.popLast() {
+            let dirKey = reader.objectKey(ofDirectory: ref?.hash ?? reader.root)
             let entries: [DirectoryEntry]
             do {
-                let listing = try size.map { try reader.directory(DirectoryRef(hash: hash, objectSize: $0, entryCount: 0, subdirectoryCount: 0)) } ?? reader.directory(hash)
+                let listing = try ref.map { try reader.directory($0) } ?? reader.rootDirectory()
                 entries = try listing.validateAll()
             } catch {
                 report.problems.append(problem(error, object: dirKey, path: path))
@@ -56,7 +57,7 @@ public struct Verifier {
                 let childPath = path == "/" ? "/" + display(e.name) : path + "/" + display(e.name)
                 switch e.target {
                 case .directory(let d):
-                    stack.append((d.hash, d.objectSize, childPath))
+                    stack.append((d, childPath))
                 case .symlink:
                     report.symlinks += 1
                 case .file(let f):

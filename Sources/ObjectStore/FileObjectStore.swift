@@ -68,41 +68,18 @@ public final class FileObjectStore: ObjectStore {
                    modified: Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9))
     }
 
+    /// One ranged read: the object opened as a `FileObjectReader`, read once, closed.
     public func read(_ key: ObjectKey, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch: String?) throws(ObjectStoreError) -> ReadResult {
-        guard offset >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "negative offset") }
-        // O_NONBLOCK: a FIFO planted in a shared store directory must not hang the reader
-        // before the regular-file check below (it has no effect on regular files).
-        let fd = open(path(key), O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { throw Self.error(errno, key: key.rawValue, "open") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw Self.error(errno, key: key.rawValue, "fstat") }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw ObjectStoreError(.notFound, key: key.rawValue, "not a regular file") }
-        let tag = Self.etag(st)
-        if let ifMatch, ifMatch != tag {
+        let reader = try FileObjectReader(path: path(key), key: key)
+        if let ifMatch, ifMatch != reader.etag {
             throw ObjectStoreError(.preconditionFailed, key: key.rawValue, "object changed since it was opened")
         }
-        let done = try Self.preadFully(fd, into: buffer, at: offset, key: key)
-        return ReadResult(count: done, objectSize: Int64(st.st_size), etag: tag)
+        let count = try reader.read(at: offset, into: buffer)
+        return ReadResult(count: count, objectSize: reader.size, etag: reader.etag)
     }
 
     public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
         try FileObjectReader(path: path(key), key: key)
-    }
-
-    /// pread(2) until `buffer` is full or the file ends; retries EINTR. Returns the bytes read.
-    static func preadFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, key: ObjectKey) throws(ObjectStoreError) -> Int {
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw error(errno, key: key.rawValue, "read")
-            }
-            if n == 0 { break }
-            done += n
-        }
-        return done
     }
 
     public func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo {
@@ -181,7 +158,8 @@ final class FileObjectReader: ObjectReader {
 
     init(path: String, key: ObjectKey) throws(ObjectStoreError) {
         self.key = key
-        // O_NONBLOCK: never hang on a FIFO planted in a shared store (see read(_:at:into:ifMatch:)).
+        // O_NONBLOCK: a FIFO planted in a shared store directory must not hang the reader
+        // before the regular-file check below (it has no effect on regular files).
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw FileObjectStore.error(errno, key: key.rawValue, "open") }
         var st = stat()
@@ -198,7 +176,18 @@ final class FileObjectReader: ObjectReader {
 
     func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int {
         guard offset >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "negative offset") }
-        return try FileObjectStore.preadFully(fd, into: buffer, at: offset, key: key)
+        // pread(2) until the buffer is full or the file ends; EINTR is retried.
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileObjectStore.error(errno, key: key.rawValue, "read")
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
     }
 }
 
