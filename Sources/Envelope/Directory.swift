@@ -333,17 +333,6 @@ public struct DirectoryListing: Sendable {
         }
     }
 
-    /// The name at index `i`, parsed without decoding the rest of the entry.
-    public func name(at i: Int) throws(EnvelopeError) -> [UInt8] {
-        guard i >= 0, i < offsets.count else { throw .invalidArgument("entry index out of range") }
-        let (start, end) = bounds(i)
-        return try body.withBytes { (buf) throws(EnvelopeError) -> [UInt8] in
-            var r = ByteReader(buf, from: start, to: end, what: "directory entry")
-            let n = Int(try r.u8())
-            return try r.bytes(n)
-        }
-    }
-
     /// Binary search by name: O(log n) entries touched, names compared in place (no copies).
     public func lookup(_ name: [UInt8]) throws(EnvelopeError) -> DirectoryEntry? {
         var lo = 0, hi = offsets.count

@@ -37,25 +37,11 @@ public struct Attributes: Sendable, Equatable {
     public var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
 }
 
-/// One inode: what it names and how often the kernel has looked it up.
+/// One inode: the entry it names (nil for the root, which has none) and how often the
+/// kernel has looked it up.
 struct Inode {
-    enum Kind {
-        case root
-        case directory(DirectoryRef)
-        case file(FileRef)
-        case symlink([UInt8])
-    }
-    let kind: Kind
     let entry: DirectoryEntry?
     var lookups: UInt64
-}
-
-/// An open file: its decryptor and object locations. Reads through it take no
-/// filesystem-wide lock.
-public final class OpenFile: Sendable {
-    public let ino: UInt64
-    let file: DatasetFile
-    init(ino: UInt64, file: DatasetFile) { self.ino = ino; self.file = file }
 }
 
 /// A child as readdir reports it.
@@ -85,13 +71,14 @@ public final class DatasetFS: Sendable {
     /// The root's attributes, computed once (the version never changes).
     private let rootAttrs: Mutex<Attributes?> = Mutex(nil)
 
-    public init(reader: DatasetReader, options: FSOptions = FSOptions()) throws(FSError) {
+    /// Fails fast, with the library's error (a `DatasetError`), unless the root opens: the
+    /// right key, the right root hash, an intact object.
+    public init(reader: DatasetReader, options: FSOptions = FSOptions()) throws {
         self.reader = reader
         self.options = options
         shards = (0..<64).map { _ in Shard() }
-        shards[Int(Self.rootIno % 64)].table.withLock { $0[Self.rootIno] = Inode(kind: .root, entry: nil, lookups: 1) }
-        // Fail fast: the root must open (right key, right root hash, intact object).
-        do { _ = try reader.rootDirectory() } catch { throw FSError.from(error) }
+        shards[Int(Self.rootIno % 64)].table.withLock { $0[Self.rootIno] = Inode(entry: nil, lookups: 1) }
+        _ = try reader.rootDirectory()
     }
 
     private func shard(_ ino: UInt64) -> Shard { shards[Int(ino % 64)] }
@@ -106,9 +93,11 @@ public final class DatasetFS: Sendable {
     static func number(_ bytes: some Sequence<UInt8>) -> UInt64 {
         var v: UInt64 = 0
         for b in bytes.prefix(8) { v = v << 8 | UInt64(b) }
-        // 0 is invalid and 1 is the root; keep well clear of both.
-        return v < 2 ? v + 2 : v
+        return valid(v)
     }
+
+    /// 0 is invalid and 1 is the root: move those two away.
+    static func valid(_ v: UInt64) -> UInt64 { v < 2 ? v + 2 : v }
 
     func ino(for entry: DirectoryEntry, parentHash: SHA256Digest) -> UInt64 {
         switch entry.target {
@@ -121,7 +110,7 @@ public final class DatasetFS: Sendable {
                 v |= UInt64(n) << (4 * UInt64(digits))
                 digits += 1
             }
-            return digits == 16 ? (v < 2 ? v + 2 : v) : Self.number(SHA256Digest.hash(Array(f.objectKey.utf8)).bytes)
+            return digits == 16 ? Self.valid(v) : Self.number(SHA256Digest.hash(Array(f.objectKey.utf8)).bytes)
         case .symlink: return Self.number(SHA256Digest.hash(parentHash.bytes + [0] + entry.name).bytes)
         }
     }
@@ -129,9 +118,9 @@ public final class DatasetFS: Sendable {
     /// A directory inode's hash and decoded listing (size-checked against its parent's entry).
     private func directory(_ ino: UInt64) throws(FSError) -> (SHA256Digest, DirectoryListing) {
         do {
-            switch try inode(ino).kind {
-            case .root: return (reader.root, try reader.directory(reader.root))
-            case .directory(let d): return (d.hash, try reader.directory(d))
+            switch try inode(ino).entry?.target {
+            case nil: return (reader.root, try reader.rootDirectory())
+            case .directory(let d)?: return (d.hash, try reader.directory(d))
             default: throw FSError(ENOTDIR, "inode \(ino) is not a directory")
             }
         } catch let e as FSError {
@@ -181,31 +170,25 @@ public final class DatasetFS: Sendable {
         let found: DirectoryEntry?
         do { found = try l.lookup(name) } catch { throw FSError(EIO, "directory \(reader.objectKey(ofDirectory: hash)): \(error)") }
         guard let entry = found else { throw FSError(ENOENT, "no such entry") }
-        return try remember(entry, parentHash: hash)
+        let ino = ino(for: entry, parentHash: hash)
+        try record(entry, as: ino)
+        return attributes(ino: ino, entry: entry)
     }
 
-    /// Records an inode for `entry` (or bumps its count) and returns its attributes.
-    func remember(_ entry: DirectoryEntry, parentHash: SHA256Digest) throws(FSError) -> Attributes {
-        let ino = ino(for: entry, parentHash: parentHash)
-        let kind: Inode.Kind
-        switch entry.target {
-        case .file(let f): kind = .file(f)
-        case .directory(let d): kind = .directory(d)
-        case .symlink(let t): kind = .symlink(t)
-        }
+    /// Records an inode for `entry` under `ino` (or bumps its count): one kernel reference.
+    func record(_ entry: DirectoryEntry, as ino: UInt64) throws(FSError) {
         let clash = shard(ino).table.withLock { table -> Bool in
             if var existing = table[ino] {
                 guard existing.entry?.target == entry.target else { return true }
                 existing.lookups += 1
                 table[ino] = existing
             } else {
-                table[ino] = Inode(kind: kind, entry: entry, lookups: 1)
+                table[ino] = Inode(entry: entry, lookups: 1)
             }
             return false
         }
         // Two different objects with one inode number (2^-64 per pair): refuse rather than mix them up.
         if clash { throw FSError(EIO, "inode number collision at \(ino)") }
-        return attributes(ino: ino, entry: entry)
     }
 
     /// forget: the kernel dropped `count` references.
@@ -230,32 +213,33 @@ public final class DatasetFS: Sendable {
     public func readdir(_ ino: UInt64, offset: Int, plus: Bool, accept: (DirectoryItem) -> Bool) throws(FSError) {
         let (hash, l) = try directory(ino)
         var off = max(0, offset)
-        let selfAttr = try getattr(ino)
-        while off < l.count + 2 {
-            let item: DirectoryItem
-            if off < 2 {
-                // ".." reports this directory's own attributes: the kernel resolves it itself.
-                item = DirectoryItem(name: off == 0 ? [0x2e] : [0x2e, 0x2e], attributes: selfAttr, nextOffset: off + 1)
-                guard accept(item) else { return }
-            } else {
-                let e: DirectoryEntry
-                do { e = try l.entry(at: off - 2) } catch { throw FSError(EIO, "directory \(reader.objectKey(ofDirectory: hash)): \(error)") }
-                let attr = attributes(ino: self.ino(for: e, parentHash: hash), entry: e)
-                guard accept(DirectoryItem(name: e.name, attributes: attr, nextOffset: off + 1)) else { return }
-                if plus { _ = try remember(e, parentHash: hash) }
+        if off < 2 {
+            // "." and "..": this directory's own attributes (the kernel resolves ".." itself).
+            let selfAttr = try getattr(ino)
+            while off < 2 {
+                guard accept(DirectoryItem(name: off == 0 ? [0x2e] : [0x2e, 0x2e], attributes: selfAttr, nextOffset: off + 1)) else { return }
+                off += 1
             }
+        }
+        while off < l.count + 2 {
+            let e: DirectoryEntry
+            do { e = try l.entry(at: off - 2) } catch { throw FSError(EIO, "directory \(reader.objectKey(ofDirectory: hash)): \(error)") }
+            let child = self.ino(for: e, parentHash: hash)
+            guard accept(DirectoryItem(name: e.name, attributes: attributes(ino: child, entry: e), nextOffset: off + 1)) else { return }
+            if plus { try record(e, as: child) }
             off += 1
         }
     }
 
-    /// open: read-only; fetches and checks the file's header.
-    public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> OpenFile {
+    /// open: read-only; fetches and checks the file's header. The returned file is the
+    /// handle: reads through it take no filesystem-wide lock.
+    public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> DatasetFile {
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { throw FSError(EROFS, "dataset is read-only") }
-        switch try inode(ino).kind {
-        case .file(let f):
-            do { return OpenFile(ino: ino, file: try reader.open(f)) } catch { throw FSError.from(error) }
-        case .root, .directory: throw FSError(EISDIR, "is a directory")
-        case .symlink: throw FSError(ELOOP, "is a symlink")
+        switch try inode(ino).entry?.target {
+        case .file(let f)?:
+            do { return try reader.open(f) } catch { throw FSError.from(error) }
+        case nil, .directory?: throw FSError(EISDIR, "is a directory")
+        case .symlink?: throw FSError(ELOOP, "is a symlink")
         }
     }
 
@@ -266,16 +250,16 @@ public final class DatasetFS: Sendable {
     }
 
     /// read: decrypts straight into `buffer`; returns the bytes written (0 at the end).
-    public func read(_ file: OpenFile, offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
+    public func read(_ file: DatasetFile, offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
                      scratch: ((Int) -> UnsafeMutableRawBufferPointer)? = nil) throws(FSError) -> Int {
         guard offset >= 0 else { throw FSError(EINVAL, "negative offset") }
         let end = offset.addingReportingOverflow(Int64(buffer.count))
         guard !end.overflow else { throw FSError(EINVAL, "offset overflow") }
-        do { return try file.file.read(offset..<end.partialValue, into: buffer, scratch: scratch) } catch { throw FSError.from(error) }
+        do { return try file.read(offset..<end.partialValue, into: buffer, scratch: scratch) } catch { throw FSError.from(error) }
     }
 
     public func readlink(_ ino: UInt64) throws(FSError) -> [UInt8] {
-        guard case .symlink(let t) = try inode(ino).kind else { throw FSError(EINVAL, "not a symlink") }
+        guard case .symlink(let t)? = try inode(ino).entry?.target else { throw FSError(EINVAL, "not a symlink") }
         return t
     }
 

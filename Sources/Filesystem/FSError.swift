@@ -56,8 +56,8 @@ extension FSError {
         switch error {
         case let e as FSError: return e
         case let e as any ErrnoConvertible: return FSError(e.errnoValue, "\(e)")
-        case let e as EnvelopeError: return FSError(EIO, "\(e)")
-        case let e as CryptoError: return FSError(EIO, "\(e)")
+        // Anything else below the FUSE boundary (a format or crypto-library failure) is a
+        // damaged dataset to the reader.
         default: return FSError(EIO, "\(error)")
         }
     }

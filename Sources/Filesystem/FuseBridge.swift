@@ -21,12 +21,7 @@ struct Request: ~Copyable {
     consuming func none() { fuse_reply_none(req); discard self }
 
     consuming func entry(_ a: Attributes, _ o: FSOptions) {
-        var e = fuse_entry_param()
-        e.ino = a.ino
-        e.generation = 1
-        e.attr = statOf(a)
-        e.attr_timeout = o.attrTimeout
-        e.entry_timeout = o.entryTimeout
+        var e = entryParam(a, o)
         fuse_reply_entry(req, &e)
         discard self
     }
@@ -72,6 +67,18 @@ struct Request: ~Copyable {
     deinit { fuse_reply_err(req, EIO) }
 }
 
+/// The entry lookup and readdirplus both send. One generation for every inode (numbers are
+/// never reused within a version): a mismatch makes the kernel drop the inode's cache.
+func entryParam(_ a: Attributes, _ o: FSOptions) -> fuse_entry_param {
+    var e = fuse_entry_param()
+    e.ino = a.ino
+    e.generation = 1
+    e.attr = statOf(a)
+    e.attr_timeout = o.attrTimeout
+    e.entry_timeout = o.entryTimeout
+    return e
+}
+
 func statOf(_ a: Attributes) -> stat {
     var st = stat()
     st.st_ino = UInt(a.ino)
@@ -92,11 +99,11 @@ final class Region {
     var pointer: UnsafeMutableRawPointer
     var capacity: Int
     init(_ n: Int) { pointer = .allocate(byteCount: n, alignment: 4096); capacity = n }
-    deinit { secureZero(pointer, capacity); pointer.deallocate() }
+    deinit { secureWipe(UnsafeMutableRawBufferPointer(start: pointer, count: capacity)); pointer.deallocate() }
 
     func ensure(_ n: Int) -> UnsafeMutableRawBufferPointer {
         if n > capacity {
-            secureZero(pointer, capacity)
+            secureWipe(UnsafeMutableRawBufferPointer(start: pointer, count: capacity))
             pointer.deallocate()
             capacity = max(n, capacity * 2)
             pointer = .allocate(byteCount: capacity, alignment: 4096)
@@ -123,10 +130,6 @@ final class ThreadBuffer {
         pthread_setspecific(key, Unmanaged.passRetained(b).toOpaque())
         return b
     }
-}
-
-func secureZero(_ p: UnsafeMutableRawPointer, _ n: Int) {
-    secureWipe(UnsafeMutableRawBufferPointer(start: p, count: n))
 }
 
 /// A mounted FUSE session over a DatasetFS.
@@ -265,7 +268,7 @@ public final class FuseSession: @unchecked Sendable {
         ops.read = { req, _, size, off, fi in
             let s = FuseSession.bridge(req), r = Request(req!)
             guard let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { r.error(EBADF); return }
-            let file = Unmanaged<OpenFile>.fromOpaque(p).takeUnretainedValue()
+            let file = Unmanaged<DatasetFile>.fromOpaque(p).takeUnretainedValue()
             let tb = ThreadBuffer.current()
             let buf = tb.reply.ensure(size)
             do {
@@ -274,7 +277,7 @@ public final class FuseSession: @unchecked Sendable {
             } catch { s.fail(r, error, "read") }
         }
         ops.release = { req, _, fi in
-            if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) { Unmanaged<OpenFile>.fromOpaque(p).release() }
+            if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) { Unmanaged<DatasetFile>.fromOpaque(p).release() }
             Request(req!).ok()
         }
         ops.flush = { req, _, _ in Request(req!).ok() }
@@ -336,31 +339,26 @@ public final class FuseSession: @unchecked Sendable {
         defer { buf.deallocate() }
         var used = 0
         let cbuf = buf.assumingMemoryBound(to: CChar.self)
+        // One NUL-terminated name buffer for the whole reply (names are at most 255 bytes).
+        let name = UnsafeMutablePointer<CChar>.allocate(capacity: DirectoryLimits.maxNameLength + 1)
+        defer { name.deallocate() }
         do {
             try s.fs.readdir(ino, offset: Int(off), plus: plus) { item in
-                (item.name + [0]).withUnsafeBufferPointer { np in
-                    np.withMemoryRebound(to: CChar.self) { name -> Bool in
-                        let need: Int
-                        if plus {
-                            var e = fuse_entry_param()
-                            let dot = item.name == [0x2e] || item.name == [0x2e, 0x2e]
-                            e.ino = dot ? 0 : item.attributes.ino
-                            // The same generation as lookup replies: a mismatch makes the kernel
-                            // treat the inode as reused and drop its cached pages.
-                            e.generation = 1
-                            e.attr = statOf(item.attributes)
-                            e.attr_timeout = s.fs.options.attrTimeout
-                            e.entry_timeout = s.fs.options.entryTimeout
-                            need = fuse_add_direntry_plus(req, cbuf + used, size - used, name.baseAddress, &e, off_t(item.nextOffset))
-                        } else {
-                            var st = statOf(item.attributes)
-                            need = fuse_add_direntry(req, cbuf + used, size - used, name.baseAddress, &st, off_t(item.nextOffset))
-                        }
-                        guard need <= size - used else { return false }
-                        used += need
-                        return true
-                    }
+                item.name.withUnsafeBytes { UnsafeMutableRawPointer(name).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                name[item.name.count] = 0
+                let need: Int
+                if plus {
+                    var e = entryParam(item.attributes, s.fs.options)
+                    // "." and ".." take no lookup reference: ino 0 tells the kernel to skip them.
+                    if item.name == [0x2e] || item.name == [0x2e, 0x2e] { e.ino = 0 }
+                    need = fuse_add_direntry_plus(req, cbuf + used, size - used, name, &e, off_t(item.nextOffset))
+                } else {
+                    var st = statOf(item.attributes)
+                    need = fuse_add_direntry(req, cbuf + used, size - used, name, &st, off_t(item.nextOffset))
                 }
+                guard need <= size - used else { return false }
+                used += need
+                return true
             }
             r.buffer(buf, used)
         } catch { s.fail(r, error, plus ? "readdirplus" : "readdir") }

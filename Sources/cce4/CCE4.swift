@@ -31,32 +31,22 @@ struct CCE4: ParsableCommand {
 struct Failure: Error, CustomStringConvertible {
     let description: String
     let exitCode: Int32
-    static let usage: Int32 = 64, dataError: Int32 = 65, noInput: Int32 = 66, cantCreate: Int32 = 73, ioError: Int32 = 74, noPermission: Int32 = 77
+    static let usage = ExitStatus.usage, dataError = ExitStatus.dataError, noInput = ExitStatus.noInput
+    static let cantCreate = ExitStatus.cantCreate, ioError = ExitStatus.ioError, noPermission = ExitStatus.noPermission
 
+    /// The library error, what to do next, and its status (ExitStatus.of).
     static func from(_ error: any Error) -> Failure {
+        if let f = error as? Failure { return f }
+        return Failure(description: "\(error)" + hint(error), exitCode: ExitStatus.of(error))
+    }
+
+    static func hint(_ error: any Error) -> String {
         switch error {
-        case let f as Failure: return f
-        case let e as KeyFileError: return Failure(description: e.description, exitCode: e.exitCode)
-        case let e as DatasetError:
-            switch e {
-            case .integrity: return Failure(description: "\(e). The object was modified, truncated, swapped or rolled back, or the key is not this dataset's key.", exitCode: dataError)
-            case .store(let s): return from(s)
-            case .noSuchPath: return Failure(description: "\(e)", exitCode: noInput)
-            case .wrongKind, .invalidArgument: return Failure(description: "\(e)", exitCode: usage)
-            case .source: return Failure(description: "\(e)", exitCode: noInput)
-            }
-        case let e as ObjectStoreError:
-            switch e.code {
-            case .notFound: return Failure(description: "\(e). Check --store, --dataset and --root.", exitCode: noInput)
-            case .permissionDenied: return Failure(description: "\(e)", exitCode: noPermission)
-            case .noSpace: return Failure(description: "\(e). Free space in the store and run again; nothing was left half-written.", exitCode: ioError)
-            case .invalidURL, .invalidKey: return Failure(description: "\(e)", exitCode: usage)
-            default: return Failure(description: "\(e)", exitCode: ioError)
-            }
-        case let e as EnvelopeError:
-            return Failure(description: "\(e)", exitCode: e.isIntegrityFailure ? dataError : usage)
-        default:
-            return Failure(description: "\(error)", exitCode: ioError)
+        case DatasetError.integrity: return ". The object was modified, truncated, swapped or rolled back, or the key is not this dataset's key."
+        case DatasetError.store(let e): return hint(e)
+        case let e as ObjectStoreError where e.code == .notFound: return ". Check --store, --dataset and --root."
+        case let e as ObjectStoreError where e.code == .noSpace: return ". Free space in the store and run again; nothing was left half-written."
+        default: return ""
         }
     }
 }
@@ -83,18 +73,6 @@ func bootstrapLogging(_ level: Logger.Level) {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
-
-// MARK: - Key files
-
-extension KeyFileError {
-    var exitCode: Int32 {
-        switch kind {
-        case .missing, .unreadable: return Failure.noInput
-        case .permissions: return Failure.noPermission
-        case .malformed: return Failure.usage
-        }
-    }
-}
 
 struct KeyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "key", abstract: "Make and inspect dataset keys.", subcommands: [Generate.self])

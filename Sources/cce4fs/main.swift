@@ -97,11 +97,11 @@ func parse(_ args: [String]) throws -> Config {
         let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
         let k = kv[0], v = kv.count > 1 ? kv[1] : nil
         func value() throws -> String {
-            guard let v, !v.isEmpty else { throw Failure(message: "option '\(k)' needs a value (\(k)=...)", status: 64) }
+            guard let v, !v.isEmpty else { throw Failure(message: "option '\(k)' needs a value (\(k)=...)", status: ExitStatus.usage) }
             return v
         }
         func number(_ radix: Int = 10) throws -> UInt32 {
-            guard let n = UInt32(try value(), radix: radix) else { throw Failure(message: "option '\(k)=\(v ?? "")' is not a number", status: 64) }
+            guard let n = UInt32(try value(), radix: radix) else { throw Failure(message: "option '\(k)=\(v ?? "")' is not a number", status: ExitStatus.usage) }
             return n
         }
         switch k {
@@ -114,31 +114,31 @@ func parse(_ args: [String]) throws -> Config {
         case "gid": c.fsOptions.gid = try number()
         case "umask":
             let m = try number(8)
-            guard m <= 0o7777 else { throw Failure(message: "umask=\(v ?? "") is not an octal mode", status: 64) }
+            guard m <= 0o7777 else { throw Failure(message: "umask=\(v ?? "") is not an octal mode", status: ExitStatus.usage) }
             c.fsOptions.umask = UInt16(m)
         case "threads":
             let n = try number()
-            guard (1...256).contains(n) else { throw Failure(message: "threads must be 1...256", status: 64) }
+            guard (1...256).contains(n) else { throw Failure(message: "threads must be 1...256", status: ExitStatus.usage) }
             c.threads = Int(n)
         case "read_ahead_kb":
             let n = try number()
-            guard n <= 65536 else { throw Failure(message: "read_ahead_kb must be 0...65536", status: 64) }
+            guard n <= 65536 else { throw Failure(message: "read_ahead_kb must be 0...65536", status: ExitStatus.usage) }
             c.readAheadKB = Int(n)
         case "cache_size":
-            guard let n = parseSize(try value()), n >= 1 << 20 else { throw Failure(message: "cache_size must be a size of at least 1M, as in cache_size=256M", status: 64) }
+            guard let n = parseSize(try value()), n >= 1 << 20 else { throw Failure(message: "cache_size must be a size of at least 1M, as in cache_size=256M", status: ExitStatus.usage) }
             c.cacheBytes = n
         case "attr_timeout":
-            guard let t = Double(try value()), t >= 0 else { throw Failure(message: "attr_timeout must be a number of seconds", status: 64) }
+            guard let t = Double(try value()), t >= 0 else { throw Failure(message: "attr_timeout must be a number of seconds", status: ExitStatus.usage) }
             c.fsOptions.attrTimeout = t; c.fsOptions.entryTimeout = t
         case "log_level":
-            guard let l = Logger.Level(rawValue: try value()) else { throw Failure(message: "log_level must be one of trace, debug, info, notice, warning, error, critical", status: 64) }
+            guard let l = Logger.Level(rawValue: try value()) else { throw Failure(message: "log_level must be one of trace, debug, info, notice, warning, error, critical", status: ExitStatus.usage) }
             c.logLevel = l
         case "fsname": c.fsname = try value()
         case "noexec", "noatime", "nodiratime": c.kernelFlags.append(k)
         case "subtype": break
         default:
             if ignored.contains(k) || k.hasPrefix("x-") || k == "comment" { break }
-            throw Failure(message: "unknown option '\(k)'; see 'cce4fs --help'", status: 64)
+            throw Failure(message: "unknown option '\(k)'; see 'cce4fs --help'", status: ExitStatus.usage)
         }
     }
     while i < args.count {
@@ -151,20 +151,20 @@ func parse(_ args: [String]) throws -> Config {
         case "-s": break  // single-threaded: accepted for compatibility, ignored
         case "-o":
             i += 1
-            guard i < args.count else { throw Failure(message: "-o needs options", status: 64) }
+            guard i < args.count else { throw Failure(message: "-o needs options", status: ExitStatus.usage) }
             for o in args[i].split(separator: ",") where !o.isEmpty { try option(String(o)) }
         default:
             if a.hasPrefix("-o") && a.count > 2 {
                 for o in a.dropFirst(2).split(separator: ",") where !o.isEmpty { try option(String(o)) }
             } else if a.hasPrefix("-") {
-                throw Failure(message: "unknown flag '\(a)'; see 'cce4fs --help'", status: 64)
+                throw Failure(message: "unknown flag '\(a)'; see 'cce4fs --help'", status: ExitStatus.usage)
             } else {
                 positional.append(a)
             }
         }
         i += 1
     }
-    guard positional.count == 2 else { throw Failure(message: "expected SOURCE and MOUNTPOINT; see 'cce4fs --help'", status: 64) }
+    guard positional.count == 2 else { throw Failure(message: "expected SOURCE and MOUNTPOINT; see 'cce4fs --help'", status: ExitStatus.usage) }
     c.source = positional[0]
     c.mountpoint = positional[1]
     if c.debug { c.logLevel = .debug }
@@ -176,18 +176,6 @@ func parseSize(_ text: String) -> Int? {
     let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
     if let u = text.last.flatMap({ units[Character($0.uppercased())] }), let n = Int(text.dropLast()), n >= 0, n <= Int.max / u { return n * u }
     return Int(text)
-}
-
-func loadKey(_ path: String) throws -> SecureBytes {
-    do {
-        return try KeyFiles.load(path)
-    } catch {
-        switch error.kind {
-        case .missing, .unreadable: throw Failure(message: error.description, status: 66)
-        case .permissions: throw Failure(message: error.description, status: 77)
-        case .malformed: throw Failure(message: error.description, status: 64)
-        }
-    }
 }
 
 /// In the background, the parent re-runs this program in the foreground with a pipe and
@@ -273,31 +261,31 @@ LoggingSystem.bootstrap { FSLogHandler(label: $0, level: level) }
 let logger = Logger(label: "cce4fs")
 
 guard let dataset = config.dataset, let rootHex = config.root, let keyPath = config.keyFile else {
-    fail("dataset=, root= and insecure_key_file= are required (-o dataset=ID,root=HASH,insecure_key_file=PATH)", 64)
+    fail("dataset=, root= and insecure_key_file= are required (-o dataset=ID,root=HASH,insecure_key_file=PATH)", ExitStatus.usage)
 }
-guard let root = try? SHA256Digest(hex: rootHex) else { fail("root= must be the 64-hex-digit root hash that 'cce4 dataset pack' printed", 64) }
+guard let root = try? SHA256Digest(hex: rootHex) else { fail("root= must be the 64-hex-digit root hash that 'cce4 dataset pack' printed", ExitStatus.usage) }
 var st = stat()
 guard stat(config.mountpoint, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
-    fail("mount point \(config.mountpoint) is not an existing directory; create it first (mkdir -p \(config.mountpoint))", 66)
+    fail("mount point \(config.mountpoint) is not an existing directory; create it first (mkdir -p \(config.mountpoint))", ExitStatus.noInput)
 }
 
 let fs: DatasetFS
 do {
-    let key = try loadKey(keyPath)
+    let key = try KeyFiles.load(keyPath)
     let store = try ObjectStores.open(url: config.source)
     let reader = try DatasetReader(store: store, datasetID: dataset, root: root, key: key, directoryCacheBytes: config.cacheBytes)
     fs = try DatasetFS(reader: reader, options: config.fsOptions)
-} catch let f as Failure {
-    fail(f.message, f.status)
-} catch let e as ObjectStoreError {
-    fail("\(e)" + (e.code == .notFound ? "; check SOURCE" : ""), e.code == .notFound ? 66 : (e.code == .permissionDenied ? 77 : 64))
-} catch let e as FSError {
-    switch e.errno {
-    case EIO: fail("the dataset version does not open: \(e.cause). Check the key file, dataset= and root=; a wrong key looks exactly like tampering.", e.cause.contains("not found") ? 66 : 65)
-    default: fail(e.cause, 66)
-    }
 } catch {
-    fail("\(error)", 64)
+    let hint: String
+    switch error {
+    case DatasetError.integrity:
+        hint = "; the dataset version does not open: check the key file, dataset= and root= (a wrong key looks exactly like tampering)"
+    case DatasetError.store(let e) where e.code == .notFound:
+        hint = "; check SOURCE, dataset= and root="
+    default:
+        hint = ""
+    }
+    fail("\(error)\(hint)", ExitStatus.of(error))
 }
 
 var fuseOptions = ["ro", "default_permissions", "fsname=\(config.fsname ?? "cce4fs:" + dataset)", "subtype=cce4fs"] + config.kernelFlags
