@@ -249,14 +249,10 @@ struct PackedDatasetTests {
     @Test("packing into a full store fails cleanly and leaves no partial objects")
     func fullStore() throws {
         let dir = TempDir()
-        let mnt = dir.sub("small")
-        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-        let m = try run("/bin/mount", ["-t", "tmpfs", "-o", "size=512k", "tmpfs", mnt])
-        try #require(m.status == 0, "mount tmpfs failed (tests run as root): \(m.stderr)")
-        defer { _ = try? run("/bin/umount", [mnt]) }
+        let disk = try Tmpfs(size: "512k")
         var rng = SeededGenerator(seed: 4)
         try writeFile(dir.sub("src/big.bin"), rng.bytes(2 << 20))
-        let store = try FileObjectStore(root: mnt)
+        let store = try FileObjectStore(root: disk.path)
         do {
             _ = try Packer(store: store, datasetID: "x", key: try SecureBytes.random(count: 32)).pack(source: dir.sub("src"))
             Issue.record("2 MiB fit in 512 KiB")

@@ -81,8 +81,6 @@ struct MountTests {
         let m = try fx.mount("m-tree")
         defer { m.unmount() }
         // Names, kinds, sizes of files and links, permissions, mtimes, link targets.
-        let fmt = "'%P|%y|%m|%T@|%l|' ; [ -f {} ] && stat -c %s {}"
-        _ = fmt
         let listing = { (root: String) throws -> String in
             try shell("cd '\(root)' && find . -mindepth 1 \\( -type f -printf '%P|f|%m|%T@|%s\\n' \\) -o \\( -type l -printf '%P|l|%T@|%l\\n' \\) -o \\( -type d -printf '%P|d|%m|%T@\\n' \\) | LC_ALL=C sort").stdoutText
         }
@@ -272,12 +270,9 @@ struct MountTests {
 
     @Test("a 100,000-file directory lists completely (ls -f)")
     func hugeDirectory() throws {
-        let dir = TempDir("cce4-huge")
         // Source and store on tmpfs: 100,000 object writes with fsync stay fast.
-        let tmp = dir.sub("t")
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-        try #require(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=2g", "tmpfs", tmp]).status == 0)
-        defer { _ = try? run("/bin/umount", ["-l", tmp]) }
+        let disk = try Tmpfs(size: "2g")
+        let tmp = disk.path
         let make = try shell("mkdir -p '\(tmp)/src/big' && cd '\(tmp)/src/big' && seq -f 'participant_%06g.json' 0 99999 | xargs touch")
         try #require(make.status == 0, "\(make.stderr)")
         let root = try packWithCLI(source: tmp + "/src", store: "file://" + tmp + "/store", dataset: "huge", keyFile: tmp + "/k")

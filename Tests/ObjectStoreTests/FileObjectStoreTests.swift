@@ -115,13 +115,8 @@ struct FileObjectStoreTests {
 
     @Test("a full disk gives noSpace, and leaves no partial object or temp file behind")
     func fullDisk() throws {
-        let dir = TempDir()
-        let mnt = dir.sub("small")
-        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-        // A real 1 MiB tmpfs: the tests run as root (make test / CI), as the mount tests do.
-        let m = try run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt])
-        try #require(m.status == 0, "mount tmpfs failed (tests must run as root): \(m.stderr)")
-        defer { _ = try? run("/bin/umount", [mnt]) }
+        let disk = try Tmpfs(size: "1m")
+        let mnt = disk.path
         let store = try FileObjectStore(root: mnt)
         try store.put(k("keep"), [1, 2, 3])
         do throws(ObjectStoreError) {

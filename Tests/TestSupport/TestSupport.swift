@@ -165,3 +165,20 @@ public func packWithCLI(source: String, store: String, dataset: String, keyFile:
     guard r.status == 0 else { throw TestMount.MountFailure(status: r.status, stderr: "pack: " + r.stderr) }
     return r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
 }
+
+/// A real tmpfs of a given size (to fill a disk on purpose, or to make many small writes
+/// cheap), unmounted when released. Needs root, as `make test` and CI run.
+public final class Tmpfs: @unchecked Sendable {
+    public let path: String
+    private let dir: TempDir
+
+    public init(size: String) throws {
+        dir = TempDir("cce4-tmpfs")
+        path = dir.sub("fs")
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let m = try run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", path])
+        guard m.status == 0 else { throw TestMount.MountFailure(status: m.status, stderr: "mount tmpfs (tests must run as root): " + m.stderr) }
+    }
+
+    deinit { _ = try? run("/bin/umount", ["-l", path]) }
+}
