@@ -138,6 +138,8 @@ public final class FuseSession: @unchecked Sendable {
     let logger: Logger
     private var session: OpaquePointer?
     private var mounted = false
+    /// Signalled when FUSE INIT has been handled (its reply follows at once).
+    public let initialized = DispatchSemaphore(value: 0)
 
     public init(fs: DatasetFS, logger: Logger) {
         self.fs = fs
@@ -217,6 +219,7 @@ public final class FuseSession: @unchecked Sendable {
                 let s = Unmanaged<FuseSession>.fromOpaque(userdata).takeUnretainedValue()
                 s.logger.info("FUSE session ready", metadata: ["proto": "\(conn.pointee.proto_major).\(conn.pointee.proto_minor)",
                                                             "max_readahead": "\(conn.pointee.max_readahead)", "max_read": "\(conn.pointee.max_read)"])
+                s.initialized.signal()
             }
         }
         ops.lookup = { req, parent, name in

@@ -226,6 +226,19 @@ func closeInheritedDescriptors(except keep: Int32) {
     for fd in fds where fd != own { close(fd) }
 }
 
+/// The "major:minor" of the filesystem mounted at `mountpoint`, from /proc/self/mountinfo
+/// (which names it without touching the mount).
+func mountDevice(_ mountpoint: String) -> String? {
+    guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+    // Fields: id parent major:minor root mountpoint ...; spaces in paths are written \040.
+    let escaped = mountpoint.replacingOccurrences(of: "\\", with: "\\134").replacingOccurrences(of: " ", with: "\\040")
+    for line in text.split(separator: "\n").reversed() {
+        let f = line.split(separator: " ")
+        if f.count > 4, f[4] == escaped { return String(f[2]) }
+    }
+    return nil
+}
+
 /// The signals that end the mount.
 func stopSignals() -> sigset_t {
     var set = sigset_t()
@@ -320,17 +333,16 @@ if let fd = readyFD {
     _ = chdir("/")
 }
 
-if config.readAheadKB > 0 {
-    // The kernel sets the mount's readahead window from FUSE INIT (at most 128 KiB) and
-    // only then is the bdi visible; stat(2) of the mount point waits for INIT, which the loop
-    // below answers. So set the window from another thread once the mount is initialised.
-    let kb = config.readAheadKB, mp = mountpoint, log = logger
+if config.readAheadKB > 0, let device = mountDevice(mountpoint) {
+    // The kernel sets the mount's readahead window when it processes the INIT reply (at most
+    // 128 KiB), so raise it from another thread once the loop below has handled INIT. The
+    // thread never touches the mount itself (no stat): a path walk into it would wait for
+    // INIT while pinning the mount, and an early umount would fail with EBUSY.
+    let kb = config.readAheadKB, log = logger, initialized = session.initialized
     Thread.detachNewThread {
-        var st = stat()
-        guard stat(mp, &st) == 0 else { return }
-        let dev = UInt64(st.st_dev)
-        let major = (dev >> 8) & 0xfff | (dev >> 32) & ~UInt64(0xfff), minor = dev & 0xff | (dev >> 12) & ~UInt64(0xff)
-        let path = "/sys/class/bdi/\(major):\(minor)/read_ahead_kb"
+        guard initialized.wait(timeout: .now() + 30) == .success else { return }
+        usleep(20_000)  // the INIT reply is written right after the init callback returns
+        let path = "/sys/class/bdi/\(device)/read_ahead_kb"
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { log.notice("cannot set read_ahead_kb (not root?)", metadata: ["path": "\(path)"]); return }
         let text = Array("\(kb)\n".utf8)
