@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "cce4-bench", targets: ["cce4-bench"]),
         .executable(name: "cce4fs", targets: ["cce4fs"]),
         .library(name: "Filesystem", targets: ["Filesystem"]),
+        .library(name: "Attestation", targets: ["Attestation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -43,10 +44,12 @@ let package = Package(
             dependencies: ["Envelope", "ObjectStore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // Attestation evidence: configfs-tsm and simulated providers; TDX, SEV-SNP verifiers; policy.
+        .target(name: "Attestation", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore",
+                "Dataset", "Envelope", "ObjectStore", "Attestation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -75,6 +78,7 @@ let package = Package(
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"], swiftSettings: strict),
+        .testTarget(name: "AttestationTests", dependencies: ["Attestation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FilesystemTests", dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),

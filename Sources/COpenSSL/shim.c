@@ -11,6 +11,11 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/param_build.h>
 
 struct cce4_gcm {
     EVP_CIPHER_CTX *ctx;
@@ -178,4 +183,244 @@ void cce4_last_error(char *buf, size_t buf_len) {
     if (e == 0) { snprintf(buf, buf_len, "no OpenSSL error queued"); }
     else { ERR_error_string_n(e, buf, buf_len); }
     ERR_clear_error();
+}
+
+// ---- Attestation ----
+
+int cce4_sha384(const uint8_t *data, size_t len, uint8_t out[48]) {
+    unsigned int outl = 0;
+    return EVP_Digest(data, len, out, &outl, EVP_sha384(), NULL) == 1 && outl == 48;
+}
+
+struct cce4_x509 { X509 *x; };
+struct cce4_crl { X509_CRL *c; };
+
+cce4_x509 *cce4_x509_from_der(const uint8_t *der, size_t len) {
+    if (der == NULL || len == 0 || !fits_int(len)) return NULL;
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    if (x == NULL) { ERR_clear_error(); return NULL; }
+    if (p != der + len) { X509_free(x); return NULL; }  // trailing bytes: not one certificate
+    cce4_x509 *c = OPENSSL_zalloc(sizeof(*c));
+    if (c == NULL) { X509_free(x); return NULL; }
+    c->x = x;
+    return c;
+}
+
+void cce4_x509_free(cce4_x509 *c) {
+    if (c == NULL) return;
+    X509_free(c->x);
+    OPENSSL_free(c);
+}
+
+int cce4_x509_extension(const cce4_x509 *c, const char *oid, uint8_t *out, size_t cap, size_t *len) {
+    if (c == NULL || oid == NULL || len == NULL) return -1;
+    ASN1_OBJECT *obj = OBJ_txt2obj(oid, 1);
+    if (obj == NULL) { ERR_clear_error(); return -1; }
+    int idx = X509_get_ext_by_OBJ(c->x, obj, -1);
+    ASN1_OBJECT_free(obj);
+    if (idx < 0) return 0;
+    X509_EXTENSION *ext = X509_get_ext(c->x, idx);
+    ASN1_OCTET_STRING *data = ext == NULL ? NULL : X509_EXTENSION_get_data(ext);
+    if (data == NULL) return -1;
+    size_t n = (size_t)ASN1_STRING_length(data);
+    *len = n;
+    if (out != NULL && cap > 0) memcpy(out, ASN1_STRING_get0_data(data), n < cap ? n : cap);
+    return 1;
+}
+
+// DER ECDSA-Sig-Value from raw big-endian r and s.
+static int ecdsa_der(const uint8_t *r, const uint8_t *s, size_t n, unsigned char **der, int *der_len) {
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *br = BN_bin2bn(r, (int)n, NULL), *bs = BN_bin2bn(s, (int)n, NULL);
+    if (sig == NULL || br == NULL || bs == NULL || ECDSA_SIG_set0(sig, br, bs) != 1) {
+        ECDSA_SIG_free(sig); BN_free(br); BN_free(bs);
+        return 0;
+    }
+    *der = NULL;
+    *der_len = i2d_ECDSA_SIG(sig, der);
+    ECDSA_SIG_free(sig);
+    return *der_len > 0;
+}
+
+static int verify_with(EVP_PKEY *pkey, int hash_bits, const uint8_t *msg, size_t msg_len,
+                       const uint8_t *r, const uint8_t *s, size_t n) {
+    if (pkey == NULL || !EVP_PKEY_is_a(pkey, "EC") || n == 0 || n > 72) return -1;
+    const EVP_MD *md = hash_bits == 256 ? EVP_sha256() : hash_bits == 384 ? EVP_sha384() : NULL;
+    if (md == NULL) return -1;
+    unsigned char *der = NULL;
+    int der_len = 0;
+    if (!ecdsa_der(r, s, n, &der, &der_len)) { ERR_clear_error(); return -1; }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int rc = -1;
+    if (ctx != NULL && EVP_DigestVerifyInit(ctx, NULL, md, NULL, pkey) == 1) {
+        rc = EVP_DigestVerify(ctx, der, (size_t)der_len, msg, msg_len) == 1 ? 1 : 0;
+    }
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_free(der);
+    ERR_clear_error();
+    return rc;
+}
+
+int cce4_x509_ecdsa_verify(const cce4_x509 *c, int hash_bits, const uint8_t *msg, size_t msg_len,
+                           const uint8_t *r, const uint8_t *s, size_t n) {
+    if (c == NULL) return -1;
+    return verify_with(X509_get0_pubkey(c->x), hash_bits, msg, msg_len, r, s, n);
+}
+
+// An EC key from a raw point (and optionally a private scalar) via EVP_PKEY_fromdata.
+static EVP_PKEY *ec_key(const char *group, const uint8_t *point, size_t point_len, const uint8_t *priv, size_t priv_len) {
+    unsigned char pub[1 + 96];
+    if (point_len > 96) return NULL;
+    pub[0] = 0x04;
+    memcpy(pub + 1, point, point_len);
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    BIGNUM *d = priv == NULL ? NULL : BN_bin2bn(priv, (int)priv_len, NULL);
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY *pkey = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    int sel = priv == NULL ? EVP_PKEY_PUBLIC_KEY : EVP_PKEY_KEYPAIR;
+    if (bld != NULL && ctx != NULL && (priv == NULL || d != NULL) &&
+        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) == 1 &&
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, point_len + 1) == 1 &&
+        (d == NULL || OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) == 1) &&
+        (params = OSSL_PARAM_BLD_to_param(bld)) != NULL &&
+        EVP_PKEY_fromdata_init(ctx) == 1) {
+        if (EVP_PKEY_fromdata(ctx, &pkey, sel, params) != 1) pkey = NULL;
+    }
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_clear_free(d);
+    ERR_clear_error();
+    return pkey;
+}
+
+int cce4_ecdsa_verify_raw(const uint8_t *point, size_t point_len, int hash_bits,
+                          const uint8_t *msg, size_t msg_len,
+                          const uint8_t *r, const uint8_t *s, size_t n) {
+    const char *group = point_len == 64 ? "P-256" : point_len == 96 ? "P-384" : NULL;
+    if (group == NULL || point == NULL) return -1;
+    EVP_PKEY *pkey = ec_key(group, point, point_len, NULL, 0);
+    if (pkey == NULL) return 0;  // not a point on the curve: the key is bad, so is the signature
+    int rc = verify_with(pkey, hash_bits, msg, msg_len, r, s, n);
+    EVP_PKEY_free(pkey);
+    return rc;
+}
+
+int cce4_p256_generate(uint8_t priv[32], uint8_t point[64]) {
+    EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    if (pkey == NULL) return 0;
+    BIGNUM *d = NULL;
+    unsigned char pub[65];
+    size_t pub_len = 0;
+    int ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &d) == 1 &&
+             BN_bn2binpad(d, priv, 32) == 32 &&
+             EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub), &pub_len) == 1 &&
+             pub_len == 65 && pub[0] == 0x04;
+    if (ok) memcpy(point, pub + 1, 64);
+    BN_clear_free(d);
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return ok;
+}
+
+int cce4_p256_sign(const uint8_t priv[32], const uint8_t *msg, size_t msg_len, uint8_t rs[64]) {
+    // The public point is recomputed by OpenSSL from the scalar when absent; we pass none.
+    BIGNUM *d = BN_bin2bn(priv, 32, NULL);
+    EC_GROUP *g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    EC_POINT *q = g == NULL ? NULL : EC_POINT_new(g);
+    unsigned char pub[65];
+    int ok = 0;
+    EVP_PKEY *pkey = NULL;
+    if (d != NULL && q != NULL && EC_POINT_mul(g, q, d, NULL, NULL, NULL) == 1 &&
+        EC_POINT_point2oct(g, q, POINT_CONVERSION_UNCOMPRESSED, pub, sizeof(pub), NULL) == 65) {
+        pkey = ec_key("P-256", pub + 1, 64, priv, 32);
+    }
+    EC_POINT_free(q);
+    EC_GROUP_free(g);
+    BN_clear_free(d);
+    if (pkey == NULL) { ERR_clear_error(); return 0; }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char der[80];
+    size_t der_len = sizeof(der);
+    if (ctx != NULL && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+        EVP_DigestSign(ctx, der, &der_len, msg, msg_len) == 1) {
+        const unsigned char *p = der;
+        ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
+        if (sig != NULL) {
+            const BIGNUM *r = NULL, *s = NULL;
+            ECDSA_SIG_get0(sig, &r, &s);
+            ok = BN_bn2binpad(r, rs, 32) == 32 && BN_bn2binpad(s, rs + 32, 32) == 32;
+            ECDSA_SIG_free(sig);
+        }
+    }
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return ok;
+}
+
+cce4_crl *cce4_crl_from_der(const uint8_t *der, size_t len) {
+    if (der == NULL || len == 0 || !fits_int(len)) return NULL;
+    const unsigned char *p = der;
+    X509_CRL *x = d2i_X509_CRL(NULL, &p, (long)len);
+    if (x == NULL) { ERR_clear_error(); return NULL; }
+    if (p != der + len) { X509_CRL_free(x); return NULL; }
+    cce4_crl *c = OPENSSL_zalloc(sizeof(*c));
+    if (c == NULL) { X509_CRL_free(x); return NULL; }
+    c->c = x;
+    return c;
+}
+
+void cce4_crl_free(cce4_crl *c) {
+    if (c == NULL) return;
+    X509_CRL_free(c->c);
+    OPENSSL_free(c);
+}
+
+int cce4_x509_verify_chain(const cce4_x509 *leaf,
+                           const cce4_x509 *const *untrusted, size_t n_untrusted,
+                           const cce4_x509 *root,
+                           const cce4_crl *const *crls, size_t n_crls, int crl_mode,
+                           int64_t at, int *error) {
+    if (leaf == NULL || root == NULL || error == NULL) return -1;
+    *error = 0;
+    int rc = -1;
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    STACK_OF(X509_CRL) *crl_stack = sk_X509_CRL_new_null();
+    if (store == NULL || ctx == NULL || chain == NULL || crl_stack == NULL) goto done;
+    if (X509_STORE_add_cert(store, root->x) != 1) goto done;  // the one trust anchor
+    for (size_t i = 0; i < n_untrusted; i++) {
+        if (untrusted[i] == NULL || sk_X509_push(chain, untrusted[i]->x) <= 0) goto done;
+    }
+    for (size_t i = 0; i < n_crls; i++) {
+        if (crls[i] == NULL || sk_X509_CRL_push(crl_stack, crls[i]->c) <= 0) goto done;
+    }
+    if (X509_STORE_CTX_init(ctx, store, leaf->x, chain) != 1) goto done;
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_time(param, (time_t)at);  // sets X509_V_FLAG_USE_CHECK_TIME
+    X509_STORE_CTX_set0_crls(ctx, crl_stack);
+    if (crl_mode == 1) X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK);
+    if (crl_mode == 2) X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    if (X509_verify_cert(ctx) == 1) {
+        rc = 1;
+    } else {
+        *error = X509_STORE_CTX_get_error(ctx);
+        rc = *error == 0 ? -1 : 0;
+    }
+done:
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    sk_X509_free(chain);          // the certificates stay owned by their cce4_x509
+    sk_X509_CRL_free(crl_stack);  // likewise the CRLs
+    ERR_clear_error();
+    return rc;
+}
+
+void cce4_x509_error_string(int error, char *buf, size_t buf_len) {
+    if (buf == NULL || buf_len == 0) return;
+    snprintf(buf, buf_len, "%s", X509_verify_cert_error_string(error));
 }

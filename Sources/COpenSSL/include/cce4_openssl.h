@@ -66,6 +66,61 @@ int cce4_ct_equal(const void *a, const void *b, size_t len);
 /// Writes a NUL-terminated string into `buf` and clears the error queue.
 void cce4_last_error(char *buf, size_t buf_len);
 
+
+// ---- Attestation: X.509, CRLs, ECDSA over raw keys, SHA-384 ----
+// Why here: X509_STORE verification with CRLs and an explicit time, and EC keys from raw
+// points, need OpenSSL's macros and OSSL_PARAM builders; Swift does the formats and policy.
+
+/// SHA-384 one-shot (EVP_Digest).
+int cce4_sha384(const uint8_t *data, size_t len, uint8_t out[48]);
+
+/// An opaque parsed X.509 certificate (X509).
+typedef struct cce4_x509 cce4_x509;
+/// Parses exactly `len` bytes of DER (d2i_X509); NULL if malformed or if bytes trail.
+cce4_x509 *cce4_x509_from_der(const uint8_t *der, size_t len);
+void cce4_x509_free(cce4_x509 *cert);
+
+/// The contents of the extension with dotted OID `oid` (X509_get_ext_by_OBJ): copies up to
+/// `cap` bytes into `out` and sets `*len` to the full length. 1 found, 0 absent, -1 error.
+int cce4_x509_extension(const cce4_x509 *cert, const char *oid, uint8_t *out, size_t cap, size_t *len);
+
+/// Verifies an ECDSA signature, given as big-endian r and s of `scalar_len` bytes each,
+/// over SHA-`hash_bits` (256 or 384) of `msg`, with the certificate's EC public key.
+/// 1 valid, 0 invalid, -1 error (not an EC key, bad lengths).
+int cce4_x509_ecdsa_verify(const cce4_x509 *cert, int hash_bits, const uint8_t *msg, size_t msg_len,
+                           const uint8_t *r, const uint8_t *s, size_t scalar_len);
+
+/// Same, with a raw public key: `point` is X||Y (64 bytes for P-256, 96 for P-384).
+int cce4_ecdsa_verify_raw(const uint8_t *point, size_t point_len, int hash_bits,
+                          const uint8_t *msg, size_t msg_len,
+                          const uint8_t *r, const uint8_t *s, size_t scalar_len);
+
+/// A fresh P-256 key pair: `priv` is the 32-byte big-endian scalar, `point` X||Y (EVP_PKEY_Q_keygen).
+int cce4_p256_generate(uint8_t priv[32], uint8_t point[64]);
+/// ECDSA P-256/SHA-256 signature of `msg` by `priv`, as big-endian r||s (64 bytes).
+int cce4_p256_sign(const uint8_t priv[32], const uint8_t *msg, size_t msg_len, uint8_t rs[64]);
+
+/// An opaque parsed CRL (X509_CRL).
+typedef struct cce4_crl cce4_crl;
+/// Parses exactly `len` bytes of DER (d2i_X509_CRL); NULL if malformed.
+cce4_crl *cce4_crl_from_der(const uint8_t *der, size_t len);
+void cce4_crl_free(cce4_crl *crl);
+
+/// Verifies `leaf` up to the single trust anchor `root` through the `untrusted`
+/// intermediates at the Unix time `at` (X509_STORE + X509_VERIFY_PARAM_set_time).
+/// `crl_mode` 0: no revocation check; 1: the leaf must have a valid, unexpired CRL from its
+/// issuer and not be listed (X509_V_FLAG_CRL_CHECK); 2: every certificate of the chain
+/// must (| X509_V_FLAG_CRL_CHECK_ALL). Returns 1
+/// valid, 0 invalid with `*error` set to the X509_V_ERR code, -1 on internal error.
+int cce4_x509_verify_chain(const cce4_x509 *leaf,
+                           const cce4_x509 *const *untrusted, size_t n_untrusted,
+                           const cce4_x509 *root,
+                           const cce4_crl *const *crls, size_t n_crls, int crl_mode,
+                           int64_t at, int *error);
+
+/// The text of an X509_V_ERR code (X509_verify_cert_error_string), NUL-terminated.
+void cce4_x509_error_string(int error, char *buf, size_t buf_len);
+
 #ifdef __cplusplus
 }
 #endif
