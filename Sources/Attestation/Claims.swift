@@ -57,7 +57,7 @@ public struct Claims: Sendable, Equatable {
     public var advisoryIDs: [String] = []
     /// Whether CRLs were checked for every certificate that has an issuer-published CRL.
     public var revocationChecked: Bool
-    /// The earliest moment some collateral (TCB info, QE identity, CRL) stops being current; nil if none.
+    /// The earliest nextUpdate of the TDX TCB info and QE identity; nil for SEV-SNP and simulated evidence.
     public var collateralNextUpdate: Date?
 }
 

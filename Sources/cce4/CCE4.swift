@@ -21,7 +21,7 @@ struct CCE4: ParsableCommand {
         store permissions).
         """,
         version: "0.1.0",
-        subcommands: [KeyCommand.self, DatasetCommand.self]
+        subcommands: [KeyCommand.self, DatasetCommand.self, AttestCommand.self]
     )
 }
 

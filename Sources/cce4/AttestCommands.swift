@@ -1,0 +1,214 @@
+// cce4 attest: verify TDX / SEV-SNP / simulated evidence offline, and make simulated evidence.
+import ArgumentParser
+import Attestation
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct AttestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attest",
+        abstract: "Verify remote-attestation evidence (Intel TDX, AMD SEV-SNP), or make simulated evidence.",
+        subcommands: [Verify.self, Simulate.self])
+
+    /// Exit status when the evidence verifies but the policy refuses it.
+    static let refusedByPolicy: Int32 = 1
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Verify evidence with offline collateral, print its claims and the policy's verdict.",
+            discussion: """
+            The kind of evidence is detected: a TDX quote (v4/v5), an SEV-SNP report (1184 bytes), or \
+            a simulated report. Exit status: 0 verified and accepted; 1 verified but refused by the \
+            policy; 65 did not verify (the line says which check failed); 66 FILE or DIR missing; \
+            64 bad usage. See docs/attestation.md.
+            """)
+
+        @Argument(help: ArgumentHelp("The evidence: a quote or report file.", valueName: "file"))
+        var file: String
+
+        @Option(help: ArgumentHelp("Collateral directory (TDX: tcb_info.json, qe_identity.json, pck_crl.der, root_crl.der; SEV-SNP: vcek.der, cert_chain.pem).", valueName: "dir"))
+        var collateral: String?
+
+        @Option(help: ArgumentHelp("Verify as of this time: ISO 8601 (2023-06-20T00:00:00Z) or @UNIX_SECONDS. Default: now.", valueName: "time"))
+        var at: String?
+
+        @Option(name: .customLong("measurement"), help: ArgumentHelp("An allowed MRTD / MEASUREMENT (96 hex digits); repeatable. Default: any.", valueName: "hex"))
+        var measurements: [String] = []
+
+        @Option(help: ArgumentHelp("The REPORTDATA the guest must have bound (128 hex digits). Default: any.", valueName: "hex"))
+        var reportData: String?
+
+        @Option(name: .customLong("accept-tcb"), help: ArgumentHelp("A TDX TCB status to accept (UpToDate, SWHardeningNeeded, …); repeatable. Default: UpToDate.", valueName: "status"))
+        var acceptTCB: [String] = []
+
+        @Option(help: ArgumentHelp("SEV-SNP minimum TCB, as bl=N,tee=N,snp=N,ucode=N.", valueName: "tcb"))
+        var minSnpTcb: String?
+
+        @Flag(help: "Accept debuggable guests (never in production).")
+        var allowDebug = false
+
+        @Flag(help: "Accept simulated evidence (development only; the claims say 'simulated').")
+        var allowSimulated = false
+
+        @Flag(help: "Accept collateral without CRLs (revocation then goes unchecked).")
+        var allowNoCrl = false
+
+        func policy() throws -> Policy {
+            var p = Policy()
+            p.allowDebug = allowDebug
+            p.allowSimulated = allowSimulated
+            p.requireRevocationCheck = !allowNoCrl
+            p.allowedMeasurements = try measurements.map { try hex($0, count: 48, "--measurement") }
+            p.expectedReportData = try reportData.map { try hex($0, count: 64, "--report-data") }
+            if !acceptTCB.isEmpty {
+                p.acceptedTCBStatuses = Set(try acceptTCB.map { s in
+                    guard let t = TCBStatus(rawValue: s) else {
+                        throw ValidationError("--accept-tcb \(s): one of \(TCBStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    return t
+                })
+            }
+            if let m = minSnpTcb {
+                var d: [String: UInt8] = [:]
+                for part in m.split(separator: ",") {
+                    let kv = part.split(separator: "=")
+                    guard kv.count == 2, let v = UInt8(kv[1]) else { throw ValidationError("--min-snp-tcb: bl=N,tee=N,snp=N,ucode=N") }
+                    d[String(kv[0])] = v
+                }
+                guard let bl = d["bl"], let tee = d["tee"], let snp = d["snp"], let uc = d["ucode"] else { throw ValidationError("--min-snp-tcb: bl=N,tee=N,snp=N,ucode=N") }
+                p.minimumSNPTCB = SNPTCB(bootloader: bl, tee: tee, snp: snp, microcode: uc, fmc: d["fmc"])
+            }
+            return p
+        }
+
+        func run() throws {
+            let policy = try policy()
+            let time = try at.map(parseTime) ?? Date()
+            try guarded {
+                guard let data = FileManager.default.contents(atPath: file) else {
+                    throw Failure(description: "cannot read evidence file \(file)", exitCode: Failure.noInput)
+                }
+                if let collateral {
+                    var isDir: ObjCBool = false
+                    guard FileManager.default.fileExists(atPath: collateral, isDirectory: &isDir), isDir.boolValue else {
+                        throw Failure(description: "collateral directory \(collateral) does not exist", exitCode: Failure.noInput)
+                    }
+                }
+                let result: AttestationResult
+                do {
+                    let bytes = Array(data)
+                    let source = try AttestationVerifier.collateral(for: bytes, directory: collateral)
+                    result = try AttestationVerifier.verify(bytes, collateral: source, policy: policy, at: time)
+                } catch let e as AttestationError {
+                    print(line("verdict", "INVALID (\(e.check?.rawValue ?? "error"))"), terminator: "")
+                    throw Failure(description: "evidence did not verify: \(e)", exitCode: Failure.dataError)
+                }
+                print(describe(result.claims, at: time), terminator: "")
+                switch result.verdict {
+                case .accepted:
+                    print(line("verdict", "ACCEPTED"), terminator: "")
+                case .refused(let why):
+                    print(line("verdict", "REFUSED by policy: " + why.map(\.description).joined(separator: "; ")), terminator: "")
+                    throw ExitCode(AttestCommand.refusedByPolicy)
+                }
+            }
+        }
+    }
+
+    struct Simulate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a simulated report signed by a local key (for machines without a TEE).",
+            discussion: """
+            Simulated evidence proves nothing: anyone can make one. Verifiers refuse it unless told \
+            --allow-simulated, and then label the claims 'simulated'. The key file (96 bytes, mode \
+            0600) is created if it does not exist. Format: docs/attestation.md.
+            """)
+
+        @Option(name: .customLong("key-file"), help: ArgumentHelp("The simulated signing key (created if missing).", valueName: "path"))
+        var keyFile: String
+
+        @Option(help: ArgumentHelp("The 64 bytes to bind, as 128 hex digits. Default: zeros.", valueName: "hex"))
+        var reportData: String?
+
+        @Option(help: ArgumentHelp("The measurement to claim, 96 hex digits. Default: zeros.", valueName: "hex"))
+        var measurement: String?
+
+        @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Where to write the report.", valueName: "file"))
+        var output: String
+
+        func run() throws {
+            let data = try reportData.map { try hex($0, count: 64, "--report-data") } ?? [UInt8](repeating: 0, count: 64)
+            let m = try measurement.map { try hex($0, count: 48, "--measurement") } ?? [UInt8](repeating: 0, count: 48)
+            try guarded {
+                let key: SimulatedKey
+                if let bytes = FileManager.default.contents(atPath: keyFile) {
+                    key = try SimulatedKey(fileBytes: Array(bytes))
+                } else {
+                    key = try SimulatedKey()
+                    var bytes = key.fileBytes()
+                    defer { for i in bytes.indices { bytes[i] = 0 } }
+                    let fd = open(keyFile, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+                    guard fd >= 0 else { throw Failure(description: "cannot create key file \(keyFile): \(String(cString: strerror(errno)))", exitCode: Failure.cantCreate) }
+                    defer { close(fd) }
+                    let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress!, $0.count) }
+                    guard n == bytes.count else { throw Failure(description: "cannot write key file \(keyFile)", exitCode: Failure.ioError) }
+                }
+                let e = try SimulatedProvider(key: key, measurement: m).evidence(reportData: data)
+                guard FileManager.default.createFile(atPath: output, contents: Data(e.outblob)) else {
+                    throw Failure(description: "cannot write \(output)", exitCode: Failure.cantCreate)
+                }
+            }
+        }
+    }
+}
+
+private func hex(_ s: String, count: Int, _ option: String) throws -> [UInt8] {
+    let u = Array(s.utf8)
+    guard u.count == 2 * count else { throw ValidationError("\(option) must be \(2 * count) hex digits (\(count) bytes)") }
+    var out = [UInt8]()
+    var i = 0
+    while i < u.count {
+        guard let b = UInt8(String(decoding: u[i..<(i + 2)], as: UTF8.self), radix: 16) else { throw ValidationError("\(option) must be hex digits") }
+        out.append(b)
+        i += 2
+    }
+    return out
+}
+
+private func parseTime(_ s: String) throws -> Date {
+    if s.hasPrefix("@"), let t = Double(s.dropFirst()) { return Date(timeIntervalSince1970: t) }
+    let f = ISO8601DateFormatter()
+    guard let d = f.date(from: s) else { throw ValidationError("--at \(s): use ISO 8601 (2023-06-20T00:00:00Z) or @UNIX_SECONDS") }
+    return d
+}
+
+private func hexString(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+
+/// The claims, one "name: value" line each.
+func describe(_ c: Claims, at time: Date) -> String {
+    var lines: [(String, String)] = [("platform", c.platform.rawValue + (c.simulated ? " (SIMULATED: no hardware vouches for it)" : ""))]
+    lines.append((c.platform == .tdx ? "mrtd" : "measurement", hexString(c.measurement)))
+    for (i, r) in c.rtmrs.enumerated() { lines.append(("rtmr\(i)", hexString(r))) }
+    if let m = c.mrConfigID { lines.append(("mrconfigid", hexString(m))) }
+    if let h = c.hostData { lines.append(("host_data", hexString(h))) }
+    lines.append(("report_data", hexString(c.reportData)))
+    if let a = c.tdAttributes { lines.append(("td_attributes", hexString(a))) }
+    if let p = c.snpPolicy { lines.append(("policy", String(format: "0x%llx", p))) }
+    if let v = c.vmpl { lines.append(("vmpl", "\(v)")) }
+    lines.append(("debug", c.debug ? "YES" : "no"))
+    lines.append(("tcb", c.tcb))
+    lines.append(("tcb_status", c.tcbStatus.rawValue))
+    if !c.advisoryIDs.isEmpty { lines.append(("advisories", c.advisoryIDs.joined(separator: ","))) }
+    lines.append(("revocation", c.simulated ? "n/a" : c.revocationChecked ? "checked (CRLs)" : "NOT checked (no CRLs)"))
+    let f = ISO8601DateFormatter()
+    lines.append(("verified_at", f.string(from: time)))
+    if let n = c.collateralNextUpdate { lines.append(("collateral_next_update", f.string(from: n))) }
+    return lines.map { line($0.0, $0.1) }.joined()
+}
+
+/// "name:   value\n", values aligned in one column.
+func line(_ name: String, _ value: String) -> String {
+    name + ":" + String(repeating: " ", count: max(1, 24 - name.count)) + value + "\n"
+}

@@ -1,0 +1,84 @@
+// cce4 attest, run as a user would, against the real evidence in ../shared/testdata/attestation.
+import Foundation
+import TestSupport
+import Testing
+
+@Suite("cce4 attest")
+struct AttestCLITests {
+    let data = Repo.root + "/../shared/testdata/attestation"
+    var bin: String { Repo.binary("cce4") }
+
+    /// A collateral directory of symlinks named as `cce4 attest verify` reads them.
+    func collateral(_ links: [String: String]) throws -> TempDir {
+        let d = TempDir("cce4-attest")
+        for (name, target) in links { try FileManager.default.createSymbolicLink(atPath: d.sub(name), withDestinationPath: data + "/" + target) }
+        return d
+    }
+
+    var tdx: [String: String] {
+        ["tcb_info.json": "tdx/sample_tcbInfo_response", "qe_identity.json": "tdx/sample_qeIdentity_response",
+         "pck_crl.der": "tdx/pckcrl", "root_crl.der": "tdx/rootcrl.der"]
+    }
+
+    @Test("TDX: claims and verdict; policy refusal exits 1; expired collateral exits 65")
+    func tdxQuotes() throws {
+        let c = try collateral(tdx)
+        let prod = try run(bin, ["attest", "verify", data + "/tdx/tdx_prod_quote_SPR_E4.dat", "--collateral", c.path, "--at", "2023-06-20T00:00:00Z",
+                                 "--accept-tcb", "UpToDate", "--accept-tcb", "NotSupported"])
+        #expect(prod.status == 0, "\(prod.stdoutText) \(prod.stderr)")
+        #expect(prod.stdoutText.contains("platform:                Intel TDX\n"))
+        #expect(prod.stdoutText.contains("mrtd:                    6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb\n"))
+        #expect(prod.stdoutText.contains("tcb_status:              NotSupported\n"))
+        #expect(prod.stdoutText.contains("revocation:              checked (CRLs)\n"))
+        #expect(prod.stdoutText.hasSuffix("verdict:                 ACCEPTED\n"))
+
+        let debug = try run(bin, ["attest", "verify", data + "/tdx/trustee_tdx_quote_4_debug.dat", "--collateral", c.path, "--at", "@1687219200"])
+        #expect(debug.status == 1)
+        #expect(debug.stdoutText.contains("debug:                   YES\n") && debug.stdoutText.contains("tcb_status:              UpToDate\n"))
+        #expect(debug.stdoutText.hasSuffix("verdict:                 REFUSED by policy: the guest is debuggable (debug attribute/policy bit set)\n"))
+
+        let expired = try run(bin, ["attest", "verify", data + "/tdx/trustee_tdx_quote_4_debug.dat", "--collateral", c.path, "--at", "2024-06-01T00:00:00Z"])
+        #expect(expired.status == 65)
+        #expect(expired.stdoutText == "verdict:                 INVALID (revocation)\n")
+        #expect(expired.stderr.hasPrefix("cce4: error: evidence did not verify: revocation: PCK chain: CRL has expired"))
+
+        let noCollateral = try run(bin, ["attest", "verify", data + "/tdx/tdx_prod_quote_SPR_E4.dat"])
+        #expect(noCollateral.status == 65 && noCollateral.stderr.contains("--collateral"))
+        let missing = try run(bin, ["attest", "verify", data + "/tdx/absent.dat"])
+        #expect(missing.status == 66)
+        let badTime = try run(bin, ["attest", "verify", data + "/tdx/tdx_prod_quote_SPR_E4.dat", "--at", "yesterday"])
+        #expect(badTime.status == 64)
+    }
+
+    @Test("SEV-SNP: the Milan report is accepted; the debug one refused; an invalid VCEK fails")
+    func snpReports() throws {
+        let c = try collateral(["vcek.der": "snp/trustee_test-vcek.der", "cert_chain.pem": "snp/ask_ark_milan.pem"])
+        let ok = try run(bin, ["attest", "verify", data + "/snp/trustee_test-report.bin", "--collateral", c.path, "--at", "2024-01-01T00:00:00Z", "--allow-no-crl"])
+        #expect(ok.status == 0, "\(ok.stdoutText) \(ok.stderr)")
+        #expect(ok.stdoutText.contains("platform:                AMD SEV-SNP\n") && ok.stdoutText.contains("tcb:                     bl=3 tee=0 snp=8 ucode=115\n"))
+        let strict = try run(bin, ["attest", "verify", data + "/snp/trustee_test-report.bin", "--collateral", c.path, "--at", "2024-01-01T00:00:00Z"])
+        #expect(strict.status == 1 && strict.stdoutText.contains("revocation not checked"))
+
+        let d = try collateral(["vcek.der": "snp/go-sev-guest_vcek.testcer", "cert_chain.pem": "snp/ask_ark_milan.pem"])
+        let debug = try run(bin, ["attest", "verify", data + "/snp/go-sev-guest_attestation_debug.bin", "--collateral", d.path, "--at", "2024-01-01T00:00:00Z", "--allow-no-crl"])
+        #expect(debug.status == 1 && debug.stdoutText.contains("policy:                  0xb0000\n"))
+
+        let bad = try collateral(["vcek.der": "snp/trustee_test-vcek-invalid-new.der", "cert_chain.pem": "snp/ask_ark_milan.pem"])
+        let invalid = try run(bin, ["attest", "verify", data + "/snp/trustee_test-report.bin", "--collateral", bad.path, "--at", "2024-01-01T00:00:00Z", "--allow-no-crl"])
+        #expect(invalid.status == 65 && invalid.stdoutText == "verdict:                 INVALID (certificateChain)\n")
+    }
+
+    @Test("simulate, then verify: refused by default, accepted and labelled with --allow-simulated")
+    func simulated() throws {
+        let d = TempDir("cce4-attest")
+        let rd = String(repeating: "ab", count: 64)
+        let s = try run(bin, ["attest", "simulate", "--key-file", d.sub("sim.key"), "--report-data", rd, "-o", d.sub("report.bin")])
+        #expect(s.status == 0, "\(s.stderr)")
+        var st = stat()
+        #expect(stat(d.sub("sim.key"), &st) == 0 && st.st_mode & 0o777 == 0o600)
+        let refused = try run(bin, ["attest", "verify", d.sub("report.bin")])
+        #expect(refused.status == 1 && refused.stdoutText.contains("SIMULATED") && refused.stdoutText.contains("simulated evidence is not allowed"))
+        let ok = try run(bin, ["attest", "verify", d.sub("report.bin"), "--allow-simulated", "--report-data", rd])
+        #expect(ok.status == 0 && ok.stdoutText.contains("platform:                simulated (SIMULATED"))
+    }
+}
