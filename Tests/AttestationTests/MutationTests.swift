@@ -47,7 +47,7 @@ struct MutationTests {
             let ders = pemBlocks(Array(q[quote.pckChain]))
             #expect(ders.count == 3)
             for (n, der) in ders.enumerated() {
-                for i in positions(0..<der.count, count: 120, seed: UInt64(n + 1)) {
+                for i in positions(0..<der.count, count: 300, seed: UInt64(n + 1)) {
                     var d = ders
                     d[n][i] ^= 0x10
                     var chain = pem(d)
@@ -58,7 +58,7 @@ struct MutationTests {
                     let got = failedCheck { try verify(m) }
                     if got != .certificateChain { Issue.record("\(name) certificate \(n) byte \(i): \(String(describing: got))"); return }
                 }
-                Tally.add("\(name) certificate \(n) DER ×\(min(120, der.count))")
+                Tally.add("\(name) certificate \(n) DER ×\(min(300, der.count))")
             }
         }
     }
@@ -97,6 +97,25 @@ struct MutationTests {
         }
     }
 
+    @Test("TDX CRLs: a flipped byte in the PCK CRL or the root CRL fails revocation (or does not parse)")
+    func crls() throws {
+        let q = try Fixtures.bytes(Fixtures.prodQuote)
+        let base = try Fixtures.tdxCollateral()
+        for (which, crl) in [("pck_crl", base.pckCRL!), ("root_crl", base.rootCRL!)] {
+            var unparsable = 0
+            for i in positions(0..<crl.count, count: 300, seed: 21) {
+                var m = crl
+                m[i] ^= UInt8(1) << UInt8(i % 8)
+                var c = base
+                if which == "pck_crl" { c.pckCRL = m } else { c.rootCRL = m }
+                let got = failedCheck { _ = try AttestationVerifier.verify(q, collateral: .tdx(c), policy: Policy(), at: Fixtures.tdxTime) }
+                if got == .collateral { unparsable += 1; continue }
+                if got != .revocation { Issue.record("\(which) byte \(i): \(String(describing: got))"); return }
+            }
+            Tally.add("\(which) DER ×\(min(300, crl.count)) (\(unparsable) no longer parse)")
+        }
+    }
+
     @Test("SEV-SNP: signed region, signature, VCEK, ASK and ARK")
     func snp() throws {
         for (report, vcek) in [(Fixtures.snpReport, "snp/trustee_test-vcek.der"), (Fixtures.snpDebugReport, "snp/go-sev-guest_vcek.testcer")] {
@@ -118,7 +137,7 @@ struct MutationTests {
         let col = try Fixtures.snpCollateral()
         let ders = pemBlocks(col.certChain)
         for n in 0..<2 {
-            for i in positions(0..<ders[n].count, count: 150, seed: UInt64(10 + n)) {
+            for i in positions(0..<ders[n].count, count: 300, seed: UInt64(10 + n)) {
                 var d = ders
                 d[n][i] ^= 0x20
                 var c = col
@@ -126,7 +145,7 @@ struct MutationTests {
                 let got = failedCheck { _ = try AttestationVerifier.verify(b, collateral: .snp(c), policy: Fixtures.snpPolicy, at: Fixtures.snpTime) }
                 if got != .certificateChain { Issue.record("\(n == 0 ? "ASK" : "ARK") byte \(i): \(String(describing: got))"); return }
             }
-            Tally.add("\(n == 0 ? "ASK" : "ARK") DER ×150")
+            Tally.add("\(n == 0 ? "ASK" : "ARK") DER ×300")
         }
     }
 

@@ -79,6 +79,27 @@ struct TDXTests {
         #expect(failedCheck { _ = try verify(q, d) } == .tcbInfoSignature)
     }
 
+    @Test("a v5 quote (TD report 1.0 body behind a body type and size) parses; all but the quote signature verifies")
+    func version5() throws {
+        let v4 = try Fixtures.bytes(Fixtures.prodQuote)
+        // Rewrite the real v4 quote in the v5 layout: version 5, then body type 2, body size 584.
+        var v5 = Array(v4[0..<48])
+        v5[0] = 5
+        v5 += [2, 0] + [0x48, 0x02, 0, 0] + Array(v4[48...])
+        let quote = try TDXQuote(v5)
+        #expect(quote.version == 5 && quote.bodyOffset == 54 && quote.signedLength == 638)
+        #expect(quote.mrTD == (try TDXQuote(v4)).mrTD)
+        // The chain, the QE report and its binding verify; the quote signature (over other bytes) does not.
+        #expect(failedCheck { _ = try verify(v5) } == .quoteSignature)
+        // A v5 body type that is not a TD report, or a size that does not match its type.
+        var bad = v5
+        bad[48] = 1
+        #expect(failedCheck { _ = try TDXQuote(bad) } == .format)
+        bad = v5
+        bad[50] = 0x49
+        #expect(failedCheck { _ = try TDXQuote(bad) } == .format)
+    }
+
     @Test("the collateral directory is read by name")
     func collateralDirectory() throws {
         let d = try Fixtures.collateralDir(Fixtures.tdxLinks)
