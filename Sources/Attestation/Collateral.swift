@@ -31,8 +31,8 @@ public struct TDXCollateral: Sendable {
     /// tcb_signing_chain.pem (optional) from `directory`.
     public static func load(directory: String) throws(AttestationError) -> TDXCollateral {
         let n = fileNames
-        guard let tcb = try readOptional(directory, n.tcbInfo) else { throw .collateral("\(directory)/\(n.tcbInfo) is missing") }
-        guard let qe = try readOptional(directory, n.qeIdentity) else { throw .collateral("\(directory)/\(n.qeIdentity) is missing") }
+        guard let tcb = try readOptional(directory, n.tcbInfo) else { throw .missingCollateral("\(directory)/\(n.tcbInfo) is missing") }
+        guard let qe = try readOptional(directory, n.qeIdentity) else { throw .missingCollateral("\(directory)/\(n.qeIdentity) is missing") }
         return TDXCollateral(tcbInfo: tcb, qeIdentity: qe, pckCRL: try readOptional(directory, n.pckCRL),
                              rootCRL: try readOptional(directory, n.rootCRL), tcbSigningChain: try readOptional(directory, n.tcbSigningChain))
     }
@@ -61,9 +61,9 @@ public struct SNPCollateral: Sendable {
         var key = try readOptional(directory, n.vcek)
         if key == nil { key = try readOptional(directory, n.vlek) }
         guard let key else {
-            throw .collateral("\(directory) has neither \(n.vcek) nor \(n.vlek)")
+            throw .missingCollateral("\(directory) has neither \(n.vcek) nor \(n.vlek)")
         }
-        guard let chain = try readOptional(directory, n.certChain) else { throw .collateral("\(directory)/\(n.certChain) is missing") }
+        guard let chain = try readOptional(directory, n.certChain) else { throw .missingCollateral("\(directory)/\(n.certChain) is missing") }
         return SNPCollateral(endorsementKey: key, certChain: chain, crl: try readOptional(directory, n.crl))
     }
 }

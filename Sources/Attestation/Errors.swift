@@ -41,6 +41,8 @@ public enum Check: String, Sendable, CaseIterable {
 public enum AttestationError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Verification failed at `check`; `detail` says how, for a human.
     case failed(Check, String)
+    /// A collateral file that verification needs is not there; the text says where to fetch it.
+    case missingCollateral(String)
     /// The evidence provider (configfs-tsm) failed; nothing was produced.
     case provider(String)
     /// A bad argument (report data length, hex, policy value).
@@ -55,6 +57,7 @@ public enum AttestationError: Error, Sendable, Equatable, CustomStringConvertibl
     public var description: String {
         switch self {
         case .failed(let c, let d): return "\(c.rawValue): \(d)"
+        case .missingCollateral(let d): return "missing collateral: \(d)"
         case .provider(let d): return "evidence provider: \(d)"
         case .invalidArgument(let d): return d
         }

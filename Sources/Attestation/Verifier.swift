@@ -44,17 +44,46 @@ public enum AttestationVerifier {
     public static func collateral(for bytes: [UInt8], directory: String?) throws(AttestationError) -> CollateralSource {
         switch detect(bytes) {
         case .tdx?:
-            guard let directory else { throw .collateral("TDX evidence needs --collateral DIR (Intel PCS TCB info, QE identity, CRLs)") }
-            return .tdx(try TDXCollateral.load(directory: directory))
+            guard let directory else { throw .missingCollateral("TDX evidence needs Intel PCS collateral" + fetchHint(bytes)) }
+            do throws(AttestationError) {
+                return .tdx(try TDXCollateral.load(directory: directory))
+            } catch {
+                if case .missingCollateral(let d) = error { throw .missingCollateral(d + fetchHint(bytes)) }
+                throw error
+            }
         case .sevSNP?:
-            guard let directory else { throw .collateral("SEV-SNP evidence needs --collateral DIR (VCEK, ASK/ARK)") }
-            return .snp(try SNPCollateral.load(directory: directory))
+            guard let directory else { throw .missingCollateral("SEV-SNP evidence needs AMD KDS collateral" + fetchHint(bytes)) }
+            do throws(AttestationError) {
+                return .snp(try SNPCollateral.load(directory: directory))
+            } catch {
+                if case .missingCollateral(let d) = error { throw .missingCollateral(d + fetchHint(bytes)) }
+                throw error
+            }
         case .simulated?:
             var key: [UInt8]? = nil
             if let directory { key = try readOptional(directory, "simulated_key.pub") }
             return .simulated(pinnedKey: key)
         case nil:
             return .none
+        }
+    }
+
+    /// Where to fetch the collateral for this evidence (docs/attestation.md §Collateral).
+    public static func fetchHint(_ bytes: [UInt8]) -> String {
+        switch detect(bytes) {
+        case .tdx?:
+            guard let q = try? TDXQuote(bytes), let chain = PEM.certificates(q.bytes[q.pckChain]), let ext = PCKExtension(chain[0]) else { return "" }
+            return "; fetch tcb_info.json from https://api.trustedservices.intel.com/tdx/certification/v4/tcb?fmspc=\(hexEncode(ext.fmspc))"
+                + " (see docs/attestation.md for the QE identity and the CRLs)"
+        case .sevSNP?:
+            guard let r = try? SNPReport(bytes) else { return "" }
+            let t = SNPTCB(raw: r.reportedTCBRaw, turin: false)
+            func two(_ v: UInt8) -> String { v < 10 ? "0\(v)" : "\(v)" }
+            return "; for a Milan or Genoa chip, fetch vcek.der from https://kdsintf.amd.com/vcek/v1/{Milan|Genoa}/\(hexEncode(r.chipID))"
+                + "?blSPL=\(two(t.bootloader))&teeSPL=\(two(t.tee))&snpSPL=\(two(t.snp))&ucodeSPL=\(two(t.microcode))"
+                + " and cert_chain.pem from https://kdsintf.amd.com/vcek/v1/{Milan|Genoa}/cert_chain (Turin: see docs/attestation.md)"
+        default:
+            return ""
         }
     }
 }

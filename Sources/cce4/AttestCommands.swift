@@ -21,7 +21,8 @@ struct AttestCommand: ParsableCommand {
             discussion: """
             The kind of evidence is detected: a TDX quote (v4/v5), an SEV-SNP report (1184 bytes), or \
             a simulated report. Exit status: 0 verified and accepted; 1 verified but refused by the \
-            policy; 65 did not verify (the line says which check failed); 66 FILE or DIR missing; \
+            policy; 65 did not verify (the line says which check failed); 66 FILE, DIR or a collateral \
+            file missing (the message says where to fetch it); \
             64 bad usage. See docs/attestation.md.
             """)
 
@@ -101,6 +102,8 @@ struct AttestCommand: ParsableCommand {
                     let bytes = Array(data)
                     let source = try AttestationVerifier.collateral(for: bytes, directory: collateral)
                     result = try AttestationVerifier.verify(bytes, collateral: source, policy: policy, at: time)
+                } catch AttestationError.missingCollateral(let d) {
+                    throw Failure(description: "missing collateral: \(d) (pass --collateral DIR)", exitCode: Failure.noInput)
                 } catch let e as AttestationError {
                     print(line("verdict", "INVALID (\(e.check?.rawValue ?? "error"))"), terminator: "")
                     throw Failure(description: "evidence did not verify: \(e)", exitCode: Failure.dataError)

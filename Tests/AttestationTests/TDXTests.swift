@@ -107,6 +107,6 @@ struct TDXTests {
         let r = try AttestationVerifier.verify(try Fixtures.bytes(Fixtures.debugQuote), collateral: .tdx(c), policy: Policy(), at: Fixtures.tdxTime)
         #expect(r.verdict == .refused([.debug]))
         let empty = TempDir()
-        #expect(failedCheck { _ = try TDXCollateral.load(directory: empty.path) } == .collateral)
+        #expect(throws: AttestationError.missingCollateral("\(empty.path)/tcb_info.json is missing")) { try TDXCollateral.load(directory: empty.path) }
     }
 }
