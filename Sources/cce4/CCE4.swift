@@ -15,10 +15,11 @@ struct CCE4: ParsableCommand {
         commandName: "cce4",
         abstract: "cce4long: encrypted datasets for confidential research on sensitive longevity data.",
         discussion: """
-        Exit status: 0 success; 64 bad usage; 65 integrity failure (tampered, truncated, swapped \
-        or rolled-back objects, or the wrong key); 66 missing input (store, object, path, key \
-        file); 73 cannot create output; 74 I/O error; 77 permission problem (key file mode, \
-        store permissions).
+        Exit status: 0 success; 1 attest verify: verified but refused by policy; 64 bad usage; \
+        65 integrity failure (tampered, truncated, swapped \
+        or rolled-back objects, or the wrong key; evidence that does not verify); 66 missing input \
+        (store, object, path, key file, evidence, collateral); 73 cannot create output; 74 I/O \
+        error; 77 permission problem (key file mode, store permissions).
         """,
         version: "0.1.0",
         subcommands: [KeyCommand.self, DatasetCommand.self, AttestCommand.self]
