@@ -1,6 +1,7 @@
 // The OpenSSL types the verifiers need, each owned by one Swift class that frees it in
 // deinit, and a small DER reader for the extensions OpenSSL leaves opaque.
 internal import COpenSSL
+import Envelope
 import Foundation
 
 /// A parsed X.509 certificate (owns a `cce4_x509`, freed with cce4_x509_free).
@@ -97,49 +98,12 @@ func verifyECDSA(point: ArraySlice<UInt8>, hashBits: Int32, message: ArraySlice<
     return cce4_ecdsa_verify_raw(p, p.count, hashBits, m, m.count, r, s, r.count) == 1
 }
 
-func sha256(_ data: [UInt8]) -> [UInt8] {
-    var out = [UInt8](repeating: 0, count: 32)
-    _ = cce4_sha256(data, data.count, &out)
-    return out
-}
+func sha256(_ data: [UInt8]) -> [UInt8] { SHA256Digest.hash(data).bytes }
 
-func sha384(_ data: ArraySlice<UInt8>) -> [UInt8] {
-    var out = [UInt8](repeating: 0, count: 48)
-    let d = Array(data)
-    _ = cce4_sha384(d, d.count, &out)
-    return out
-}
-
-func hexDecode(_ text: String) -> [UInt8]? {
-    let u = Array(text.utf8)
-    guard u.count % 2 == 0 else { return nil }
-    var out = [UInt8]()
-    out.reserveCapacity(u.count / 2)
-    var i = 0
-    while i < u.count {
-        guard let hi = nibble(u[i]), let lo = nibble(u[i + 1]) else { return nil }
-        out.append(hi << 4 | lo)
-        i += 2
-    }
-    return out
-}
-
-private func nibble(_ c: UInt8) -> UInt8? {
-    switch c {
-    case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-    case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-    case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-    default: return nil
-    }
-}
-
-func hexEncode(_ bytes: some Collection<UInt8>) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-    return String(decoding: out, as: UTF8.self)
-}
+/// Hex in either case (Envelope's `Hex`), or nil.
+func hexDecode(_ text: String) -> [UInt8]? { Hex.decode(text) }
+/// Lowercase hex.
+func hexEncode(_ bytes: some Collection<UInt8>) -> String { Hex.encode(bytes) }
 
 /// PEM blocks (RFC 7468) of one label, base64-decoded; text outside the blocks is ignored.
 enum PEM {

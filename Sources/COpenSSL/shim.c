@@ -187,11 +187,6 @@ void cce4_last_error(char *buf, size_t buf_len) {
 
 // ---- Attestation ----
 
-int cce4_sha384(const uint8_t *data, size_t len, uint8_t out[48]) {
-    unsigned int outl = 0;
-    return EVP_Digest(data, len, out, &outl, EVP_sha384(), NULL) == 1 && outl == 48;
-}
-
 struct cce4_x509 { X509 *x; };
 struct cce4_crl { X509_CRL *c; };
 

@@ -1,6 +1,7 @@
 // cce4 attest: verify TDX / SEV-SNP / simulated evidence offline, and make simulated evidence.
 import ArgumentParser
 import Attestation
+import Envelope
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -168,16 +169,8 @@ struct AttestCommand: ParsableCommand {
 }
 
 private func hex(_ s: String, count: Int, _ option: String) throws -> [UInt8] {
-    let u = Array(s.utf8)
-    guard u.count == 2 * count else { throw ValidationError("\(option) must be \(2 * count) hex digits (\(count) bytes)") }
-    var out = [UInt8]()
-    var i = 0
-    while i < u.count {
-        guard let b = UInt8(String(decoding: u[i..<(i + 2)], as: UTF8.self), radix: 16) else { throw ValidationError("\(option) must be hex digits") }
-        out.append(b)
-        i += 2
-    }
-    return out
+    guard let b = Hex.decode(s), b.count == count else { throw ValidationError("\(option) must be \(2 * count) hex digits (\(count) bytes)") }
+    return b
 }
 
 private func parseTime(_ s: String) throws -> Date {
@@ -187,7 +180,7 @@ private func parseTime(_ s: String) throws -> Date {
     return d
 }
 
-private func hexString(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+private func hexString(_ b: [UInt8]) -> String { Hex.encode(b) }
 
 /// The claims, one "name: value" line each.
 func describe(_ c: Claims, at time: Date) -> String {

@@ -47,6 +47,17 @@ struct SNPTests {
         #expect(failedCheck { _ = try verify(b, try! Fixtures.snpCollateral(), at: Date(timeIntervalSince1970: 1_600_000_000)) } == .certificateChain)
     }
 
+    @Test("an AMD CRL is checked on the ASK: a CRL that does not parse, or from another issuer, fails")
+    func crl() throws {
+        let b = try Fixtures.bytes(Fixtures.snpReport)
+        var c = try Fixtures.snpCollateral()
+        c.crl = [0x30, 0x03, 0x02, 0x01, 0x00]
+        #expect(failedCheck { _ = try verify(b, c, policy: Policy()) } == .collateral)
+        // Intel's root CRL is a valid CRL, but not the ARK's: no CRL for the ASK.
+        c.crl = try Fixtures.bytes("tdx/rootcrl.der")
+        #expect(failedCheck { _ = try verify(b, c, policy: Policy()) } == .revocation)
+    }
+
     @Test("collateral directory: vcek.der and cert_chain.pem")
     func directory() throws {
         let d = try Fixtures.collateralDir(["vcek.der": "snp/trustee_test-vcek.der", "cert_chain.pem": "snp/ask_ark_milan.pem"])

@@ -67,12 +67,9 @@ int cce4_ct_equal(const void *a, const void *b, size_t len);
 void cce4_last_error(char *buf, size_t buf_len);
 
 
-// ---- Attestation: X.509, CRLs, ECDSA over raw keys, SHA-384 ----
+// ---- Attestation: X.509, CRLs, ECDSA over raw keys ----
 // Why here: X509_STORE verification with CRLs and an explicit time, and EC keys from raw
 // points, need OpenSSL's macros and OSSL_PARAM builders; Swift does the formats and policy.
-
-/// SHA-384 one-shot (EVP_Digest).
-int cce4_sha384(const uint8_t *data, size_t len, uint8_t out[48]);
 
 /// An opaque parsed X.509 certificate (X509).
 typedef struct cce4_x509 cce4_x509;
