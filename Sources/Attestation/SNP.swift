@@ -82,6 +82,14 @@ public enum SNPVerifier {
         let product = String(productName.split(separator: "-").first ?? "")
         guard let pin = TrustAnchors.amdARK[product] else { throw .failed(.certificateChain, "no pinned ARK for product \(productName)") }
         guard ark.fingerprint == pin else { throw .failed(.certificateChain, "the ARK is not AMD's pinned ARK-\(product)") }
+        // The key's kind from its name; the ASK (VCEKs) or ASVK (VLEKs) must be the matching one.
+        let isVLEK: Bool
+        switch (key.subjectCN, ask.subjectCN) {
+        case ("SEV-VCEK"?, "SEV-\(product)"?): isVLEK = false
+        case ("SEV-VLEK"?, "SEV-VLEK-\(product)"?): isVLEK = true
+        default:
+            throw .failed(.certificateChain, "the key (\(key.subjectCN ?? "?")) and its signer (\(ask.subjectCN ?? "?")) are not a \(product) VCEK/ASK or VLEK/ASVK pair")
+        }
         var crls: [RevocationList] = []
         if let bytes = collateral.crl {
             guard let crl = RevocationList(bytes: bytes) else { throw .collateral("the AMD CRL does not parse") }
@@ -108,7 +116,6 @@ public enum SNPVerifier {
         guard report.signatureAlgorithm == 1 else { throw .format("signature algorithm \(report.signatureAlgorithm) is not ECDSA P-384 with SHA-384") }
 
         // 3. The key is the one this chip at this TCB should have signed with.
-        let isVLEK = key.extensionValue(amd + "4") == nil
         if report.version >= 3 || report.signingKey != 0 {
             guard report.signingKey == (isVLEK ? 1 : 0) else {
                 throw .failed(.endorsementKey, "the report says it was signed by key kind \(report.signingKey), the certificate is a \(isVLEK ? "VLEK" : "VCEK")")

@@ -71,7 +71,12 @@ public enum TDXVerifier {
             if case .invalid(_, let why) = r { throw .failed(.revocation, "PCK chain: \(why)") }
         case .invalid(_, let why): throw .failed(.certificateChain, "PCK chain: \(why)")
         }
-        guard let pckExt = PCKExtension(pck) else { throw .failed(.certificateChain, "the leaf is not a PCK certificate (no SGX extension)") }
+        // Only the PCK CAs issue PCK certificates (not, say, the TCB signing key's issuer).
+        guard pck.subjectCN == "Intel SGX PCK Certificate",
+              ["Intel SGX PCK Platform CA", "Intel SGX PCK Processor CA"].contains(pck.issuerCN ?? ""),
+              let pckExt = PCKExtension(pck) else {
+            throw .failed(.certificateChain, "the leaf is not a PCK certificate issued by a PCK CA (names, SGX extension)")
+        }
 
         // 2. The QE report, signed by the PCK key.
         let sig = q[quote.qeReportSignature]
@@ -149,6 +154,7 @@ public enum TDXVerifier {
         }
         var last = "no TCB signing certificate"
         for c in candidates {
+            guard c.subjectCN == "Intel SGX TCB Signing" else { last = "the certificate is not the Intel SGX TCB Signing certificate"; continue }
             switch verifyChain(leaf: c, intermediates: [], root: root, crls: crls, crlMode: revocationChecked ? .all : .none, at: time) {
             case .valid: return c
             case let r where r.isRevocation:

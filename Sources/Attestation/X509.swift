@@ -19,6 +19,17 @@ final class Certificate {
 
     deinit { cce4_x509_free(handle) }
 
+    /// The subject's common name (cce4_x509_common_name), or nil.
+    var subjectCN: String? { commonName(issuer: 0) }
+    /// The issuer's common name, or nil.
+    var issuerCN: String? { commonName(issuer: 1) }
+
+    private func commonName(issuer: Int32) -> String? {
+        var buf = [CChar](repeating: 0, count: 256)
+        guard cce4_x509_common_name(handle, issuer, &buf, buf.count) >= 0 else { return nil }
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// SHA-256 of the DER encoding (the certificate's fingerprint).
     var fingerprint: [UInt8] { sha256(der) }
 

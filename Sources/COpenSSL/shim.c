@@ -224,6 +224,14 @@ int cce4_x509_extension(const cce4_x509 *c, const char *oid, uint8_t *out, size_
     return 1;
 }
 
+int cce4_x509_common_name(const cce4_x509 *c, int issuer, char *buf, size_t buf_len) {
+    if (c == NULL || buf == NULL || buf_len == 0 || !fits_int(buf_len)) return -1;
+    const X509_NAME *name = issuer ? X509_get_issuer_name(c->x) : X509_get_subject_name(c->x);
+    int n = X509_NAME_get_text_by_NID((X509_NAME *)name, NID_commonName, buf, (int)buf_len);
+    ERR_clear_error();
+    return n < 0 || (size_t)n >= buf_len ? -1 : n;
+}
+
 // DER ECDSA-Sig-Value from raw big-endian r and s.
 static int ecdsa_der(const uint8_t *r, const uint8_t *s, size_t n, unsigned char **der, int *der_len) {
     ECDSA_SIG *sig = ECDSA_SIG_new();

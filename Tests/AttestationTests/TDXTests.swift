@@ -72,11 +72,22 @@ struct TDXTests {
         var c = try Fixtures.tdxCollateral()
         c.qeIdentity = Array(String(decoding: c.qeIdentity, as: UTF8.self).replacingOccurrences(of: "\"isvprodid\":2", with: "\"isvprodid\":3").utf8)
         #expect(failedCheck { _ = try verify(q, c) } == .qeIdentitySignature)
-        // The TCB signing chain from a file: the root alone is not a TCB signing certificate.
+        // The TCB signing chain from a file (as PCS's TCB-Info-Issuer-Chain header carries it) ...
         var d = try Fixtures.tdxCollateral()
         let quote = try TDXQuote(q)
-        d.tcbSigningChain = pem([pemBlocks(Array(q[quote.pckChain]))[2]])
-        #expect(failedCheck { _ = try verify(q, d) } == .tcbInfoSignature)
+        let chain = pemBlocks(Array(q[quote.pckChain]))
+        let signing2018 = Array(Data(base64Encoded: TrustAnchors.intelTCBSigning[0], options: .ignoreUnknownCharacters)!)
+        d.tcbSigningChain = pem([signing2018, chain[2]])
+        #expect(try verify(q, d).verdict == .refused([.debug]))
+        // ... the 2025 reissue is not yet valid in 2023 ...
+        let signing2025 = Array(Data(base64Encoded: TrustAnchors.intelTCBSigning[1], options: .ignoreUnknownCharacters)!)
+        d.tcbSigningChain = pem([signing2025, chain[2]])
+        #expect(failedCheck { _ = try verify(q, d) } == .tcbSigningChain)
+        // ... and other Intel certificates, valid and issued by the root, are not TCB signing certificates.
+        for other in [chain[1], chain[2]] {
+            d.tcbSigningChain = pem([other])
+            #expect(failedCheck { _ = try verify(q, d) } == .tcbSigningChain)
+        }
     }
 
     @Test("a v5 quote (TD report 1.0 body behind a body type and size) parses; all but the quote signature verifies")

@@ -81,6 +81,10 @@ void cce4_x509_free(cce4_x509 *cert);
 /// `cap` bytes into `out` and sets `*len` to the full length. 1 found, 0 absent, -1 error.
 int cce4_x509_extension(const cce4_x509 *cert, const char *oid, uint8_t *out, size_t cap, size_t *len);
 
+/// The subject's (issuer = 0) or issuer's (issuer = 1) common name, NUL-terminated in `buf`
+/// (X509_NAME_get_text_by_NID). Returns its length, or -1 if there is none or it does not fit.
+int cce4_x509_common_name(const cce4_x509 *cert, int issuer, char *buf, size_t buf_len);
+
 /// Verifies an ECDSA signature, given as big-endian r and s of `scalar_len` bytes each,
 /// over SHA-`hash_bits` (256 or 384) of `msg`, with the certificate's EC public key.
 /// 1 valid, 0 invalid, -1 error (not an EC key, bad lengths).
