@@ -116,10 +116,8 @@ public enum SNPVerifier {
         guard report.signatureAlgorithm == 1 else { throw .format("signature algorithm \(report.signatureAlgorithm) is not ECDSA P-384 with SHA-384") }
 
         // 3. The key is the one this chip at this TCB should have signed with.
-        if report.version >= 3 || report.signingKey != 0 {
-            guard report.signingKey == (isVLEK ? 1 : 0) else {
-                throw .failed(.endorsementKey, "the report says it was signed by key kind \(report.signingKey), the certificate is a \(isVLEK ? "VLEK" : "VCEK")")
-            }
+        guard report.signingKey == (isVLEK ? 1 : 0) else {
+            throw .failed(.endorsementKey, "the report says it was signed by key kind \(report.signingKey), the certificate is a \(isVLEK ? "VLEK" : "VCEK")")
         }
         let turin = product == "Turin"
         let tcb = SNPTCB(raw: report.reportedTCBRaw, turin: turin)
