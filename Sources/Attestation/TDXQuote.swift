@@ -78,6 +78,10 @@ public struct TDXQuote: Sendable {
 
     private func field(_ offset: Int, _ count: Int) -> [UInt8] { Array(bytes[(bodyOffset + offset)..<(bodyOffset + offset + count)]) }
 
+    /// Intel's QE vendor ID (939a7233-f79c-4ca9-940a-0db3957f0607).
+    public static let intelQEVendorID: [UInt8] = [0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07]
+    /// The QE vendor ID from the header (bytes 12..<28).
+    public var qeVendorID: [UInt8] { Array(bytes[12..<28]) }
     /// TEE type from the header (0x81 for TDX).
     public var teeType: UInt32 { UInt32(bytes[4]) | UInt32(bytes[5]) << 8 | UInt32(bytes[6]) << 16 | UInt32(bytes[7]) << 24 }
     public var teeTCBSVN: [UInt8] { field(0, 16) }

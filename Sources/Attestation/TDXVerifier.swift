@@ -95,6 +95,7 @@ public enum TDXVerifier {
             throw .failed(.quoteSignature, "the quote's signature does not verify with the attestation key")
         }
         guard quote.teeType == 0x81 else { throw .format(String(format: "TEE type 0x%x is not TDX", quote.teeType)) }
+        guard quote.qeVendorID == TDXQuote.intelQEVendorID else { throw .format("the quoting enclave is not Intel's (QE vendor ID \(hexEncode(quote.qeVendorID)))") }
 
         // 5. Collateral: signed by Intel's TCB signing key, current at `time`, for this platform.
         let tcbInfo = try SignedJSON(collateral.tcbInfo, key: "tcbInfo", what: "TCB info")
