@@ -36,6 +36,9 @@ struct AttestCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Verify as of this time: ISO 8601 (2023-06-20T00:00:00Z) or @UNIX_SECONDS. Default: now.", valueName: "time"))
         var at: String?
 
+        @Option(help: ArgumentHelp("A policy file (JSON, see docs/attestation.md); the options below add to it.", valueName: "file"))
+        var policy: String?
+
         @Option(name: .customLong("measurement"), help: ArgumentHelp("An allowed MRTD / MEASUREMENT (96 hex digits); repeatable. Default: any.", valueName: "hex"))
         var measurements: [String] = []
 
@@ -57,13 +60,21 @@ struct AttestCommand: ParsableCommand {
         @Flag(help: "Accept collateral without CRLs (revocation then goes unchecked).")
         var allowNoCrl = false
 
-        func policy() throws -> Policy {
+        /// The policy file (or the default policy), with the options applied on top: flags only
+        /// relax, --measurement adds to the allow-list, the others replace.
+        func makePolicy() throws -> Policy {
             var p = Policy()
-            p.allowDebug = allowDebug
-            p.allowSimulated = allowSimulated
-            p.requireRevocationCheck = !allowNoCrl
-            p.allowedMeasurements = try measurements.map { try hex($0, count: 48, "--measurement") }
-            p.expectedReportData = try reportData.map { try hex($0, count: 64, "--report-data") }
+            if let policy {
+                guard let data = FileManager.default.contents(atPath: policy) else {
+                    throw Failure(description: "cannot read policy file \(policy)", exitCode: Failure.noInput)
+                }
+                do { p = try Policy(json: Array(data)) } catch { throw Failure(description: "--policy \(policy): \(error)", exitCode: Failure.usage) }
+            }
+            if allowDebug { p.allowDebug = true }
+            if allowSimulated { p.allowSimulated = true }
+            if allowNoCrl { p.requireRevocationCheck = false }
+            p.allowedMeasurements += try measurements.map { try hex($0, count: 48, "--measurement") }
+            if let reportData { p.expectedReportData = try hex(reportData, count: 64, "--report-data") }
             if !acceptTCB.isEmpty {
                 p.acceptedTCBStatuses = Set(try acceptTCB.map { s in
                     guard let t = TCBStatus(rawValue: s) else {
@@ -86,9 +97,10 @@ struct AttestCommand: ParsableCommand {
         }
 
         func run() throws {
-            let policy = try policy()
             let time = try at.map(parseTime) ?? Date()
             try guarded {
+                let policy: Policy
+                do { policy = try makePolicy() } catch let e as ValidationError { throw Failure(description: e.message, exitCode: Failure.usage) }
                 guard let data = FileManager.default.contents(atPath: file) else {
                     throw Failure(description: "cannot read evidence file \(file)", exitCode: Failure.noInput)
                 }

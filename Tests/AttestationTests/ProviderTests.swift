@@ -102,3 +102,25 @@ struct ProviderTests {
         #expect(failedCheck { _ = try AttestationVerifier.verify(e.outblob, collateral: .tdx(try! Fixtures.tdxCollateral()), policy: p, at: Date()) } == .collateral)
     }
 }
+
+@Suite("Policy files")
+struct PolicyFileTests {
+    @Test("a policy file sets every rule; unknown keys and wrong types are errors")
+    func parse() throws {
+        let m = String(repeating: "ab", count: 48), rd = String(repeating: "01", count: 64)
+        let p = try Policy(json: Array("""
+            {"measurements": ["\(m)"], "reportData": "\(rd)", "acceptTCB": ["UpToDate", "SWHardeningNeeded"],
+             "minimumSNPTCB": {"bl": 3, "tee": 0, "snp": 8, "ucode": 115}, "allowDebug": true, "allowSimulated": false,
+             "requireRevocationCheck": false, "maximumVMPL": 1}
+            """.utf8))
+        #expect(p.allowedMeasurements == [[UInt8](repeating: 0xab, count: 48)] && p.expectedReportData == [UInt8](repeating: 1, count: 64))
+        #expect(p.acceptedTCBStatuses == [.upToDate, .swHardeningNeeded] && p.allowDebug && !p.allowSimulated && !p.requireRevocationCheck)
+        #expect(p.minimumSNPTCB == SNPTCB(bootloader: 3, tee: 0, snp: 8, microcode: 115) && p.maximumVMPL == 1)
+        let d = try Policy(json: Array("{}".utf8))
+        #expect(d.acceptedTCBStatuses == [.upToDate] && !d.allowDebug && d.requireRevocationCheck && d.allowedMeasurements.isEmpty)
+        for bad in [#"{"allowDebugs": true}"#, #"{"allowDebug": 1}"#, #"{"maximumVMPL": true}"#, #"{"maximumVMPL": 4}"#,
+                    #"{"measurements": ["abcd"]}"#, #"{"acceptTCB": ["Fine"]}"#, #"{"minimumSNPTCB": {"bl": 1}}"#, "[]", "not json"] {
+            #expect(throws: AttestationError.self, "\(bad)") { try Policy(json: Array(bad.utf8)) }
+        }
+    }
+}

@@ -69,6 +69,25 @@ struct AttestCLITests {
         #expect(invalid.status == 65 && invalid.stdoutText == "verdict:                 INVALID (certificateChain)\n")
     }
 
+    @Test("--policy FILE: the allow-list and TCB statuses from a file; a bad file is a usage error")
+    func policyFile() throws {
+        let c = try collateral(tdx)
+        let d = TempDir("cce4-attest")
+        let quote = data + "/tdx/tdx_prod_quote_SPR_E4.dat"
+        let mrtd = "6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb"
+        try writeFile(d.sub("ok.json"), Array(#"{"measurements": ["\#(mrtd)"], "acceptTCB": ["UpToDate", "NotSupported"]}"#.utf8))
+        let ok = try run(bin, ["attest", "verify", quote, "--collateral", c.path, "--at", "2023-06-20T00:00:00Z", "--policy", d.sub("ok.json")])
+        #expect(ok.status == 0, "\(ok.stdoutText) \(ok.stderr)")
+        try writeFile(d.sub("other.json"), Array(#"{"measurements": ["\#(String(repeating: "00", count: 48))"], "acceptTCB": ["NotSupported"]}"#.utf8))
+        let other = try run(bin, ["attest", "verify", quote, "--collateral", c.path, "--at", "2023-06-20T00:00:00Z", "--policy", d.sub("other.json")])
+        #expect(other.status == 1 && other.stdoutText.hasSuffix("REFUSED by policy: measurement not on the allow-list\n"))
+        try writeFile(d.sub("bad.json"), Array(#"{"allow_debug": true}"#.utf8))
+        let bad = try run(bin, ["attest", "verify", quote, "--collateral", c.path, "--policy", d.sub("bad.json")])
+        #expect(bad.status == 64 && bad.stderr.contains("unknown policy key \"allow_debug\""))
+        let missing = try run(bin, ["attest", "verify", quote, "--collateral", c.path, "--policy", d.sub("absent.json")])
+        #expect(missing.status == 66)
+    }
+
     @Test("simulate, then verify: refused by default, accepted and labelled with --allow-simulated")
     func simulated() throws {
         let d = TempDir("cce4-attest")
