@@ -22,9 +22,9 @@ struct AttestCommand: ParsableCommand {
             discussion: """
             The kind of evidence is detected: a TDX quote (v4/v5), an SEV-SNP report (1184 bytes), or \
             a simulated report. Exit status: 0 verified and accepted; 1 verified but refused by the \
-            policy; 65 did not verify (the line says which check failed); 66 FILE, DIR or a collateral \
-            file missing (the message says where to fetch it); \
-            64 bad usage. See docs/attestation.md.
+            policy; 65 did not verify (the line says which check failed); 66 FILE, DIR, a collateral \
+            file (the message says where to fetch it) or the policy file missing; 64 bad usage or a \
+            bad policy file. See docs/attestation.md.
             """)
 
         @Argument(help: ArgumentHelp("The evidence: a quote or report file.", valueName: "file"))
