@@ -17,6 +17,8 @@ let package = Package(
         .executable(name: "cce4-bench", targets: ["cce4-bench"]),
         .executable(name: "cce4fs", targets: ["cce4fs"]),
         .library(name: "Filesystem", targets: ["Filesystem"]),
+        .library(name: "Wallet", targets: ["Wallet"]),
+        .library(name: "Ledger", targets: ["Ledger"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -43,10 +45,14 @@ let package = Package(
             dependencies: ["Envelope", "ObjectStore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // Ethereum identities: secp256k1, Keccak-256, EIP-55/191/4361, keystore v3.
+        .target(name: "Wallet", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
+        // Datasets, rentals (ERC-4907) and audit events; the embedded signed, Merkle-tree log.
+        .target(name: "Ledger", dependencies: ["Wallet", "Envelope", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -76,6 +82,8 @@ let package = Package(
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"], swiftSettings: strict),
         .testTarget(name: "FilesystemTests", dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "WalletTests", dependencies: ["Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],

@@ -66,26 +66,47 @@ public struct Keccak256 {
         n == 0 ? v : (v << n) | (v >> (64 - n))
     }
 
-    /// Keccak-f[1600]: 24 rounds of θ, ρ, π, χ, ι over lanes A[x + 5y].
-    static func permute(_ a: inout [UInt64]) {
-        var c = [UInt64](repeating: 0, count: 5)
-        var b = [UInt64](repeating: 0, count: 25)
-        for round in 0..<24 {
-            for x in 0..<5 { c[x] = a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20] }
-            for x in 0..<5 {
-                let d = c[(x + 4) % 5] ^ rotl(c[(x + 1) % 5], 1)
-                for y in stride(from: 0, to: 25, by: 5) { a[y + x] ^= d }
-            }
-            for x in 0..<5 {
-                for y in 0..<5 {
-                    // π: B[y, 2x + 3y] = rot(A[x, y], r[x, y])
-                    b[y + 5 * ((2 * x + 3 * y) % 5)] = rotl(a[x + 5 * y], rotations[x + 5 * y])
+    /// Keccak-f[1600]: 24 rounds of θ, ρ, π, χ, ι over lanes A[x + 5y]. Works through raw
+    /// pointers: bounds-checked array indexing made it the slowest part of signature checks.
+    static func permute(_ state: inout [UInt64]) {
+        state.withUnsafeMutableBufferPointer { buf in
+            let a = buf.baseAddress!
+            var c = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+            withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 25) { bb in
+                let b = bb.baseAddress!
+                roundConstants.withUnsafeBufferPointer { rc in
+                    rotations.withUnsafeBufferPointer { rot in
+                        for round in 0..<24 {
+                            c.0 = a[0] ^ a[5] ^ a[10] ^ a[15] ^ a[20]
+                            c.1 = a[1] ^ a[6] ^ a[11] ^ a[16] ^ a[21]
+                            c.2 = a[2] ^ a[7] ^ a[12] ^ a[17] ^ a[22]
+                            c.3 = a[3] ^ a[8] ^ a[13] ^ a[18] ^ a[23]
+                            c.4 = a[4] ^ a[9] ^ a[14] ^ a[19] ^ a[24]
+                            let d0 = c.4 ^ rotl(c.1, 1), d1 = c.0 ^ rotl(c.2, 1), d2 = c.1 ^ rotl(c.3, 1)
+                            let d3 = c.2 ^ rotl(c.4, 1), d4 = c.3 ^ rotl(c.0, 1)
+                            var y = 0
+                            while y < 25 {
+                                a[y] ^= d0; a[y + 1] ^= d1; a[y + 2] ^= d2; a[y + 3] ^= d3; a[y + 4] ^= d4
+                                y += 5
+                            }
+                            for x in 0..<5 {
+                                for y in 0..<5 {
+                                    // π: B[y, 2x + 3y] = rot(A[x, y], r[x, y])
+                                    b[y + 5 * ((2 * x + 3 * y) % 5)] = rotl(a[x + 5 * y], rot[x + 5 * y])
+                                }
+                            }
+                            y = 0
+                            while y < 25 {
+                                let b0 = b[y], b1 = b[y + 1], b2 = b[y + 2], b3 = b[y + 3], b4 = b[y + 4]
+                                a[y] = b0 ^ (~b1 & b2); a[y + 1] = b1 ^ (~b2 & b3); a[y + 2] = b2 ^ (~b3 & b4)
+                                a[y + 3] = b3 ^ (~b4 & b0); a[y + 4] = b4 ^ (~b0 & b1)
+                                y += 5
+                            }
+                            a[0] ^= rc[round]
+                        }
+                    }
                 }
             }
-            for y in stride(from: 0, to: 25, by: 5) {
-                for x in 0..<5 { a[y + x] = b[y + x] ^ (~b[y + (x + 1) % 5] & b[y + (x + 2) % 5]) }
-            }
-            a[0] ^= roundConstants[round]
         }
     }
 }

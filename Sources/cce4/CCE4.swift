@@ -21,7 +21,7 @@ struct CCE4: ParsableCommand {
         store permissions).
         """,
         version: "0.1.0",
-        subcommands: [KeyCommand.self, DatasetCommand.self]
+        subcommands: [KeyCommand.self, DatasetCommand.self, WalletCommand.self, LedgerCommand.self]
     )
 }
 
@@ -37,7 +37,7 @@ struct Failure: Error, CustomStringConvertible {
     /// The library error, what to do next, and its status (ExitStatus.of).
     static func from(_ error: any Error) -> Failure {
         if let f = error as? Failure { return f }
-        return Failure(description: "\(error)" + hint(error), exitCode: ExitStatus.of(error))
+        return Failure(description: "\(error)" + hint(error), exitCode: ExitStatus.ofIdentity(error) ?? ExitStatus.of(error))
     }
 
     static func hint(_ error: any Error) -> String {
