@@ -42,7 +42,8 @@ public struct SIWETime: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(unixSeconds: Int64) {
-        self.nanoseconds = unixSeconds * 1_000_000_000
+        let (ns, overflow) = unixSeconds.multipliedReportingOverflow(by: 1_000_000_000)
+        self.nanoseconds = overflow ? (unixSeconds < 0 ? Int64.min : Int64.max) : ns
         self.text = RFC3339.format(unixSeconds: unixSeconds)
     }
 }
@@ -309,7 +310,11 @@ enum RFC3339 {
         guard i == u.count else { return nil }
         let days = daysFromCivil(y, mo, d)
         let secs = Int64(days) * 86400 + Int64(h * 3600 + mi * 60 + min(s, 59)) - Int64(offset)
-        return secs * 1_000_000_000 + nanos
+        // Nanoseconds since 1970 fit in Int64 for 1678–2262; times outside saturate, which keeps
+        // every comparison with a present-day time right.
+        let (ns, overflow) = secs.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return secs < 0 ? Int64.min : Int64.max }
+        return ns.addingReportingOverflow(nanos).overflow ? Int64.max : ns + nanos
     }
 
     static func daysIn(month: Int, year: Int) -> Int {

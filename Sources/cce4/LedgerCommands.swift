@@ -40,11 +40,8 @@ func hash32(_ text: String, _ what: String) throws -> [UInt8] {
     return b
 }
 
-func formatTime(_ t: UInt64) -> String { RFC3339Text.format(t) }
-
-enum RFC3339Text {
-    static func format(_ t: UInt64) -> String { SIWETime(unixSeconds: Int64(t)).text }
-}
+/// RFC 3339 for times up to the year 9999, else the Unix seconds as given.
+func formatTime(_ t: UInt64) -> String { t <= 253_402_300_799 ? SIWETime(unixSeconds: Int64(t)).text : "\(t) (Unix seconds)" }
 
 struct LedgerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
