@@ -17,6 +17,8 @@ let package = Package(
         .executable(name: "cce4-bench", targets: ["cce4-bench"]),
         .executable(name: "cce4fs", targets: ["cce4fs"]),
         .library(name: "Filesystem", targets: ["Filesystem"]),
+        .library(name: "Wallet", targets: ["Wallet"]),
+        .library(name: "Ledger", targets: ["Ledger"]),
         .library(name: "Attestation", targets: ["Attestation"]),
     ],
     dependencies: [
@@ -44,12 +46,16 @@ let package = Package(
             dependencies: ["Envelope", "ObjectStore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // Ethereum identities: secp256k1, Keccak-256, EIP-55/191/4361, keystore v3.
+        .target(name: "Wallet", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
+        // Datasets, rentals (ERC-4907) and audit events; the embedded signed, Merkle-tree log.
+        .target(name: "Ledger", dependencies: ["Wallet", "Envelope", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Attestation evidence: configfs-tsm and simulated providers; TDX, SEV-SNP verifiers; policy.
         .target(name: "Attestation", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Attestation",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -80,6 +86,8 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["TestSupport"], swiftSettings: strict),
         .testTarget(name: "AttestationTests", dependencies: ["Attestation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FilesystemTests", dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "WalletTests", dependencies: ["Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],

@@ -47,17 +47,17 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 
 # ---------------------------------------------------------------------------
-step "1/10  Generating a synthetic longevity dataset in $SRC"
+step "1/11  Generating a synthetic longevity dataset in $SRC"
 "$PY" scripts/make_demo_data.py "$SRC" | sed 's/^/    /'
 (cd "$SRC" && find . -print | sed 's|^\./||' | grep -v '^\.$' | sort) | sed 's/^/      /'
 
 # ---------------------------------------------------------------------------
-step "2/10  Generating a dataset key: $CCE4 key generate --insecure-key-file $KEY"
+step "2/11  Generating a dataset key: $CCE4 key generate --insecure-key-file $KEY"
 "$CCE4" key generate --insecure-key-file "$KEY"
 info "key file $KEY written (mode 0600; development only -- production keys are released to attested VMs)"
 
 # ---------------------------------------------------------------------------
-step "3/10  Packing (encrypting) $SRC into $STORE as dataset '$DATASET'"
+step "3/11  Packing (encrypting) $SRC into $STORE as dataset '$DATASET'"
 info "$CCE4 dataset pack $SRC --store $STORE --dataset $DATASET --insecure-key-file $KEY"
 ROOT=$("$CCE4" dataset pack "$SRC" --store "$STORE" --dataset "$DATASET" --insecure-key-file "$KEY")
 [[ $ROOT =~ ^[0-9a-f]{64}$ ]] || die "pack printed '$ROOT', not a 64-hex-digit root hash"
@@ -66,7 +66,32 @@ info "  $ROOT"
 READ_OPTS=(--store "$STORE" --dataset "$DATASET" --root "$ROOT" --insecure-key-file "$KEY")
 
 # ---------------------------------------------------------------------------
-step "4/10  What the storage provider sees: opaque objects only"
+step "4/11  Recording the version on the ledger and renting it to a consumer"
+LEDGER=$WORK/ledger.cce4
+printf 'demo password\n' > "$WORK/password"
+OWNER=$("$CCE4" wallet new --keystore "$WORK/provider.json" --password-file "$WORK/password" --kdf light)
+CONSUMER=$("$CCE4" wallet new --keystore "$WORK/consumer.json" --password-file "$WORK/password" --kdf light)
+info "provider wallet $OWNER, consumer wallet $CONSUMER (keystore v3 files)"
+SIGN_AS() { echo --keystore "$WORK/$1.json" --password-file "$WORK/password"; }
+"$CCE4" ledger init --ledger "$LEDGER" >/dev/null
+printf 'synthetic demo data; research use only\n' > "$WORK/policy.txt"
+"$CCE4" ledger dataset register --ledger "$LEDGER" $(SIGN_AS provider) --dataset "$DATASET" --policy "$WORK/policy.txt" --root "$ROOT" | sed 's/^/    /'
+"$CCE4" ledger rent --ledger "$LEDGER" $(SIGN_AS provider) --dataset "$DATASET" --user "$CONSUMER" --for 7d | sed 's/^/    /'
+if "$CCE4" ledger rent --ledger "$LEDGER" $(SIGN_AS consumer) --dataset "$DATASET" --user "$CONSUMER" --for 7d 2>"$WORK/rent.err"; then
+    die "the ledger let a consumer grant itself a rental"
+fi
+info "a consumer granting itself a rental is refused: $(sed 's/^cce4: error: //' "$WORK/rent.err")"
+"$CCE4" ledger status --ledger "$LEDGER" --dataset "$DATASET" --user "$CONSUMER" | sed 's/^/    /' \
+    || die "the consumer's rental is not active"
+"$CCE4" ledger record --ledger "$LEDGER" $(SIGN_AS consumer) --kind dataset.open --dataset "$DATASET" \
+    --payload-hash "$(printf '%s' "$ROOT" | sha256sum | cut -d' ' -f1)" >/dev/null
+"$CCE4" ledger checkpoint --ledger "$LEDGER" $(SIGN_AS provider) > "$WORK/checkpoint"
+"$CCE4" ledger prove --ledger "$LEDGER" --entry 1 --checkpoint "$WORK/checkpoint" > "$WORK/proof.json"
+info "$("$CCE4" ledger check-proof --proof "$WORK/proof.json" --checkpoint "$WORK/checkpoint" --signer "$OWNER")"
+info "$("$CCE4" ledger verify --ledger "$LEDGER" --checkpoint "$WORK/checkpoint" --signer "$OWNER")"
+
+# ---------------------------------------------------------------------------
+step "5/11  What the storage provider sees: opaque objects only"
 OBJECTS=$(find "$STORE_DIR" -type f -path '*/objects/*' | sort)
 N_OBJECTS=$(printf '%s\n' "$OBJECTS" | wc -l | tr -d ' ')
 info "$N_OBJECTS object files under $STORE_DIR/$DATASET/objects; a few of them:"
@@ -106,15 +131,15 @@ done
 info "no participant ids, column names, file names, attributes or file-format headers in the store"
 
 # ---------------------------------------------------------------------------
-step "5/10  Verifying every object: $CCE4 dataset verify"
+step "6/11  Verifying every object: $CCE4 dataset verify"
 "$CCE4" dataset verify "${READ_OPTS[@]}" | sed 's/^/    /'
 
 # ---------------------------------------------------------------------------
-step "6/10  Listing the dataset (decrypted directory objects): $CCE4 dataset ls -lR"
+step "7/11  Listing the dataset (decrypted directory objects): $CCE4 dataset ls -lR"
 "$CCE4" dataset ls -lR "${READ_OPTS[@]}" | sed 's/^/    /'
 
 # ---------------------------------------------------------------------------
-step "7/10  Reading every file back with '$CCE4 dataset cat' into $READBACK"
+step "8/11  Reading every file back with '$CCE4 dataset cat' into $READBACK"
 mkdir -p "$READBACK"
 # Regular files as the dataset itself lists them ('-' in the mode column).
 "$CCE4" dataset ls -lR "${READ_OPTS[@]}" \
@@ -178,7 +203,7 @@ diff -u "$WORK/analysis-source.txt" "$WORK/analysis-readback.txt" >/dev/null \
 info "  from $SRC: identical output"
 
 # ---------------------------------------------------------------------------
-step "8/10  Mounting the dataset with cce4fs and analysing it in place (pandas, pyarrow, numpy)"
+step "9/11  Mounting the dataset with cce4fs and analysing it in place (pandas, pyarrow, numpy)"
 [ -x "$CCE4FS" ] || die "no cce4fs binary at $CCE4FS: run 'swift build -c release' or set CCE4FS=path/to/cce4fs"
 mkdir -p "$MNT"
 cleanup_mount() { if grep -q " $(realpath "$MNT") " /proc/mounts 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi; }
@@ -201,7 +226,7 @@ trap - EXIT
 info "unmounted"
 
 # ---------------------------------------------------------------------------
-step "9/10  Tamper check: flip one byte in a copy of the store and verify again"
+step "10/11  Tamper check: flip one byte in a copy of the store and verify again"
 cp -R "$STORE_DIR" "$TAMPERED_DIR"
 # The largest object file; flip the lowest bit of its middle byte.
 VICTIM=$("$PY" - "$TAMPERED_DIR" <<'EOF'
@@ -241,7 +266,7 @@ info "reading the damaged file also fails (exit $CAT_RC):"
 sed 's/^/      /' "$WORK/tampered-cat.err"
 
 # ---------------------------------------------------------------------------
-step "10/10  Summary"
+step "11/11  Summary"
 STORE_BYTES=$(find "$STORE_DIR" -type f -path '*/objects/*' -exec cat {} + | wc -c | tr -d ' ')
 SRC_BYTES=$(find "$SRC" -type f -exec cat {} + | wc -c | tr -d ' ')
 info "dataset        $DATASET, root $ROOT"
@@ -249,6 +274,7 @@ info "source         $N_FILES files + 1 symlink, $SRC_BYTES bytes in $SRC"
 info "store          $N_OBJECTS opaque objects, $STORE_BYTES bytes in $STORE_DIR"
 info "confidential   no plaintext ids, column names, file names, attributes or format headers in the store"
 info "verify         OK on the real store; exit 65 naming the bad object on the tampered copy"
+info "ledger         version $ROOT recorded, rented to $CONSUMER; signed checkpoint and inclusion proof check"
 info "round trip     every file byte-identical; same analysis results from source and read-back"
 info "took           $((SECONDS - START)) s"
 printf '\nDEMO PASSED\n'

@@ -11,11 +11,9 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
-#include <openssl/bn.h>
-#include <openssl/ec.h>
+#include <openssl/param_build.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
-#include <openssl/param_build.h>
 
 struct cce4_gcm {
     EVP_CIPHER_CTX *ctx;
@@ -183,6 +181,171 @@ void cce4_last_error(char *buf, size_t buf_len) {
     if (e == 0) { snprintf(buf, buf_len, "no OpenSSL error queued"); }
     else { ERR_error_string_n(e, buf, buf_len); }
     ERR_clear_error();
+}
+
+// MARK: - secp256k1 (OpenSSL's EC_GROUP/EC_POINT/BIGNUM arithmetic)
+//
+// Why here and not EVP_PKEY_sign: OpenSSL 3.0 has no deterministic (RFC 6979) ECDSA
+// and does not return the recovery id Ethereum signatures carry, so the signature is
+// computed from the primitives with the caller's RFC 6979 nonce.
+
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/hmac.h>
+#include <openssl/obj_mac.h>
+
+static const EC_GROUP *secp256k1(void) {
+    static EC_GROUP *group = NULL;
+    EC_GROUP *g = __atomic_load_n(&group, __ATOMIC_ACQUIRE);
+    if (g != NULL) return g;
+    g = EC_GROUP_new_by_curve_name(NID_secp256k1);
+    if (g == NULL) return NULL;
+    EC_GROUP *expected = NULL;
+    if (!__atomic_compare_exchange_n(&group, &expected, g, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        EC_GROUP_free(g);
+        return expected;
+    }
+    return g;
+}
+
+static int point_to_bytes(const EC_GROUP *g, const EC_POINT *p, uint8_t pub[65], BN_CTX *ctx) {
+    return EC_POINT_point2oct(g, p, POINT_CONVERSION_UNCOMPRESSED, pub, 65, ctx) == 65;
+}
+
+/// A scalar in [1, n).
+static int scalar_ok(const BIGNUM *x, const BIGNUM *n) {
+    return !BN_is_zero(x) && !BN_is_negative(x) && BN_cmp(x, n) < 0;
+}
+
+int cce4_secp256k1_pubkey(const uint8_t priv[32], uint8_t pub[65]) {
+    const EC_GROUP *g = secp256k1();
+    if (g == NULL) return 0;
+    int ok = 0;
+    BN_CTX *ctx = BN_CTX_secure_new();
+    BIGNUM *d = BN_secure_new();
+    EC_POINT *q = EC_POINT_new(g);
+    if (ctx == NULL || d == NULL || q == NULL) goto done;
+    BN_set_flags(d, BN_FLG_CONSTTIME);
+    if (BN_bin2bn(priv, 32, d) == NULL) goto done;
+    if (!scalar_ok(d, EC_GROUP_get0_order(g))) goto done;
+    if (!EC_POINT_mul(g, q, d, NULL, NULL, ctx)) goto done;
+    ok = point_to_bytes(g, q, pub, ctx);
+done:
+    EC_POINT_free(q);
+    BN_clear_free(d);
+    BN_CTX_free(ctx);
+    return ok;
+}
+
+int cce4_secp256k1_sign(const uint8_t priv[32], const uint8_t hash[32], const uint8_t kbytes[32],
+                        uint8_t sig[64], int *recid) {
+    const EC_GROUP *g = secp256k1();
+    if (g == NULL) return 0;
+    const BIGNUM *n = EC_GROUP_get0_order(g);
+    int ok = 0, id = 0;
+    BN_CTX *ctx = BN_CTX_secure_new();
+    BIGNUM *d = BN_secure_new(), *k = BN_secure_new(), *kinv = BN_secure_new();
+    BIGNUM *e = BN_new(), *rx = BN_new(), *ry = BN_new(), *r = BN_new(), *s = BN_secure_new(), *half = BN_new();
+    BIGNUM *nm2 = BN_new(), *t = BN_secure_new();
+    EC_POINT *R = EC_POINT_new(g);
+    if (!ctx || !d || !k || !kinv || !e || !rx || !ry || !r || !s || !half || !nm2 || !t || !R) goto done;
+    BN_set_flags(d, BN_FLG_CONSTTIME);
+    BN_set_flags(k, BN_FLG_CONSTTIME);
+    if (!BN_bin2bn(priv, 32, d) || !BN_bin2bn(kbytes, 32, k) || !BN_bin2bn(hash, 32, e)) goto done;
+    if (!scalar_ok(d, n) || !scalar_ok(k, n)) goto done;
+    if (!EC_POINT_mul(g, R, k, NULL, NULL, ctx)) goto done;
+    if (!EC_POINT_get_affine_coordinates(g, R, rx, ry, ctx)) goto done;
+    id = (BN_is_odd(ry) ? 1 : 0) | (BN_cmp(rx, n) >= 0 ? 2 : 0);
+    if (!BN_nnmod(r, rx, n, ctx) || BN_is_zero(r)) goto done;
+    // s = k^-1 (e + r d) mod n; k^-1 through Fermat (constant time: n is prime).
+    if (!BN_copy(nm2, n) || !BN_sub_word(nm2, 2)) goto done;
+    if (!BN_mod_exp_mont_consttime(kinv, k, nm2, n, ctx, NULL)) goto done;
+    if (!BN_mod_mul(t, r, d, n, ctx) || !BN_mod_add(t, t, e, n, ctx) || !BN_mod_mul(s, kinv, t, n, ctx)) goto done;
+    if (BN_is_zero(s)) goto done;
+    if (!BN_rshift1(half, n)) goto done;
+    if (BN_cmp(s, half) > 0) {
+        if (!BN_sub(s, n, s)) goto done;
+        id ^= 1;
+    }
+    if (BN_bn2binpad(r, sig, 32) != 32 || BN_bn2binpad(s, sig + 32, 32) != 32) goto done;
+    *recid = id;
+    ok = 1;
+done:
+    EC_POINT_free(R);
+    BN_clear_free(d); BN_clear_free(k); BN_clear_free(kinv); BN_clear_free(s); BN_clear_free(t); BN_free(nm2);
+    BN_free(e); BN_free(rx); BN_free(ry); BN_free(r); BN_free(half);
+    BN_CTX_free(ctx);
+    return ok;
+}
+
+int cce4_secp256k1_recover(const uint8_t hash[32], const uint8_t sig[64], int recid, uint8_t pub[65]) {
+    const EC_GROUP *g = secp256k1();
+    if (g == NULL || recid < 0 || recid > 3) return 0;
+    const BIGNUM *n = EC_GROUP_get0_order(g);
+    int ok = 0;
+    BN_CTX *ctx = BN_CTX_new();
+    BIGNUM *r = BN_new(), *s = BN_new(), *e = BN_new(), *x = BN_new(), *p = BN_new();
+    BIGNUM *rinv = BN_new(), *u1 = BN_new(), *u2 = BN_new();
+    EC_POINT *R = EC_POINT_new(g), *Q = EC_POINT_new(g);
+    if (!ctx || !r || !s || !e || !x || !p || !rinv || !u1 || !u2 || !R || !Q) goto done;
+    if (!BN_bin2bn(sig, 32, r) || !BN_bin2bn(sig + 32, 32, s) || !BN_bin2bn(hash, 32, e)) goto done;
+    if (!scalar_ok(r, n) || !scalar_ok(s, n)) goto done;
+    if (!EC_GROUP_get_curve(g, p, NULL, NULL, ctx)) goto done;
+    if (!BN_copy(x, r)) goto done;
+    if (recid & 2) { if (!BN_add(x, x, n)) goto done; }
+    if (BN_cmp(x, p) >= 0) goto done;
+    if (!EC_POINT_set_compressed_coordinates(g, R, x, recid & 1, ctx)) goto done;
+    // Q = r^-1 (s R - e G) = (-e r^-1) G + (s r^-1) R
+    if (!BN_mod_inverse(rinv, r, n, ctx)) goto done;
+    if (!BN_nnmod(e, e, n, ctx)) goto done;
+    if (!BN_mod_mul(u1, e, rinv, n, ctx) || !BN_mod_sub(u1, n, u1, n, ctx)) goto done;
+    if (!BN_mod_mul(u2, s, rinv, n, ctx)) goto done;
+    if (!EC_POINT_mul(g, Q, u1, R, u2, ctx)) goto done;
+    if (EC_POINT_is_at_infinity(g, Q)) goto done;
+    ok = point_to_bytes(g, Q, pub, ctx);
+done:
+    EC_POINT_free(R); EC_POINT_free(Q);
+    BN_free(r); BN_free(s); BN_free(e); BN_free(x); BN_free(p); BN_free(rinv); BN_free(u1); BN_free(u2);
+    BN_CTX_free(ctx);
+    return ok;
+}
+
+int cce4_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len, uint8_t out[32]) {
+    unsigned int out_len = 0;
+    if (key_len > INT_MAX) return 0;
+    static const uint8_t empty = 0;
+    return HMAC(EVP_sha256(), key ? key : &empty, (int)key_len, data ? data : &empty, len, out, &out_len) != NULL
+        && out_len == 32;
+}
+
+int cce4_scrypt(const uint8_t *pass, size_t pass_len, const uint8_t *salt, size_t salt_len,
+                uint64_t n, uint64_t r, uint64_t p, uint64_t maxmem, uint8_t *out, size_t out_len) {
+    static const uint8_t empty = 0;
+    return EVP_PBE_scrypt((const char *)(pass ? pass : &empty), pass_len, salt ? salt : &empty, salt_len,
+                          n, r, p, maxmem, out, out_len);
+}
+
+int cce4_pbkdf2_sha256(const uint8_t *pass, size_t pass_len, const uint8_t *salt, size_t salt_len,
+                       uint32_t iterations, uint8_t *out, size_t out_len) {
+    static const uint8_t empty = 0;
+    if (pass_len > INT_MAX || salt_len > INT_MAX || out_len > INT_MAX || iterations == 0 || iterations > INT_MAX) return 0;
+    return PKCS5_PBKDF2_HMAC((const char *)(pass ? pass : &empty), (int)pass_len, salt ? salt : &empty, (int)salt_len,
+                             (int)iterations, EVP_sha256(), (int)out_len, out);
+}
+
+int cce4_aes128_ctr(const uint8_t key[16], const uint8_t iv[16], const uint8_t *in, size_t len, uint8_t *out) {
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL) return 0;
+    int ok = EVP_EncryptInit_ex(ctx, EVP_aes_128_ctr(), NULL, key, iv);
+    size_t done = 0;
+    while (ok && done < len) {
+        int chunk = (len - done) > (1 << 30) ? (1 << 30) : (int)(len - done);
+        int n = 0;
+        ok = EVP_EncryptUpdate(ctx, out + done, &n, in + done, chunk) && n == chunk;
+        done += (size_t)chunk;
+    }
+    EVP_CIPHER_CTX_free(ctx);
+    return ok;
 }
 
 // ---- Attestation ----

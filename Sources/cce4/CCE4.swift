@@ -15,14 +15,15 @@ struct CCE4: ParsableCommand {
         commandName: "cce4",
         abstract: "cce4long: encrypted datasets for confidential research on sensitive longevity data.",
         discussion: """
-        Exit status: 0 success; 1 attest verify: verified but refused by policy; 64 bad usage; \
+        Exit status: 0 success; 1 attest verify: verified but refused by policy (ledger status: \
+        no active rental); 64 bad usage; \
         65 integrity failure (tampered, truncated, swapped \
         or rolled-back objects, or the wrong key; evidence that does not verify); 66 missing input \
         (store, object, path, key file, evidence, collateral); 73 cannot create output; 74 I/O \
         error; 77 permission problem (key file mode, store permissions).
         """,
         version: "0.1.0",
-        subcommands: [KeyCommand.self, DatasetCommand.self, AttestCommand.self]
+        subcommands: [KeyCommand.self, DatasetCommand.self, WalletCommand.self, LedgerCommand.self, AttestCommand.self]
     )
 }
 
@@ -38,7 +39,7 @@ struct Failure: Error, CustomStringConvertible {
     /// The library error, what to do next, and its status (ExitStatus.of).
     static func from(_ error: any Error) -> Failure {
         if let f = error as? Failure { return f }
-        return Failure(description: "\(error)" + hint(error), exitCode: ExitStatus.of(error))
+        return Failure(description: "\(error)" + hint(error), exitCode: ExitStatus.ofIdentity(error) ?? ExitStatus.of(error))
     }
 
     static func hint(_ error: any Error) -> String {

@@ -63,7 +63,7 @@ public struct ProcessResult: Sendable {
 /// Runs a program to completion, capturing both streams (read concurrently, so large
 /// outputs cannot deadlock the pipe).
 @discardableResult
-public func run(_ program: String, _ args: [String], cwd: String? = nil, environment: [String: String]? = nil) throws -> ProcessResult {
+public func run(_ program: String, _ args: [String], cwd: String? = nil, environment: [String: String]? = nil, input: Data? = nil) throws -> ProcessResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: program)
     p.arguments = args
@@ -72,8 +72,13 @@ public func run(_ program: String, _ args: [String], cwd: String? = nil, environ
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
-    p.standardInput = FileHandle.nullDevice
+    let inPipe = input.map { _ in Pipe() }
+    p.standardInput = inPipe ?? FileHandle.nullDevice
     try p.run()
+    if let inPipe, let input {
+        let writer = inPipe.fileHandleForWriting
+        DispatchQueue.global().async { writer.write(input); try? writer.close() }
+    }
     final class Box: @unchecked Sendable { var data = Data() }
     let errBox = Box()
     let group = DispatchGroup()
