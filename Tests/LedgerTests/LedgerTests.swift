@@ -181,6 +181,14 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         #expect(throws: LedgerError.self) { try Checkpoint.open(note.replacingOccurrences(of: "\n1\n", with: "\n2\n")) }
         #expect(throws: LedgerError.self) { try Checkpoint.open(String(note.prefix(note.count - 10)) + "AAAAAAAAA\n") }
         #expect(throws: LedgerError.self) { try Checkpoint.open(l.checkpoint().text + "\n") }
+        // Random damage to a note never crashes and never yields a different checkpoint.
+        var g = SeededGenerator(seed: 31)
+        let bytes = Array(note.utf8)
+        for _ in 0..<3000 {
+            var b = bytes
+            for _ in 0..<(1 + Int(g.next() % 3)) { b[Int(g.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: g.next() % 128) }
+            if let (c, _) = try? Checkpoint.open(String(decoding: b, as: UTF8.self)) { #expect(c == cp) }
+        }
         // A second signature (a witness) is fine; unknown key types are ignored.
         let cosigned = note + "— witness.example/abc AAAAAQ==\n"
         #expect(try Checkpoint.open(cosigned).signers == [owner.address])
@@ -456,4 +464,36 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
+}
+
+@Suite struct VectorTests {
+    /// docs/ledger.md §2.1: a frozen entry. RFC 6979 makes the signature deterministic, so
+    /// the whole body is fixed; eth-account recovers its actor (see entrySignaturesCheckWithEthAccount).
+    @Test func frozenEntryVector() throws {
+        let owner = try PrivateKey(bytes: [UInt8](repeating: 1, count: 32))
+        let alice = try PrivateKey(bytes: [UInt8](repeating: 2, count: 32)).address
+        let e = try Entry(index: 2, time: 1_900_000_000, previous: [UInt8](repeating: 0xab, count: 32),
+                          operation: .setRental(dataset: "aging", rentalID: 1, user: alice, expires: 1_900_086_400), signer: owner)
+        let doc = try String(contentsOfFile: Repo.root + "/docs/ledger.md", encoding: .utf8)
+        let hex = Hex.encode(e.body)
+        #expect(doc.replacingOccurrences(of: "\n", with: "").contains(hex), "the body in docs/ledger.md §2.1")
+        #expect(doc.contains(owner.address.checksummed) && doc.contains(alice.checksummed))
+        #expect(doc.contains(Hex.encode(e.leafHash)), "the leaf hash in docs/ledger.md §2.1")
+        #expect(try Entry.decode(e.body) == e)
+    }
+
+    /// Callers use the engine-neutral interface; a location picks the engine.
+    @Test func enginesByLocation() throws {
+        let dir = TempDir()
+        try EmbeddedLedger.create(path: dir.sub("l"))
+        let engine = try Ledgers.open("file://" + dir.sub("l"), writable: true)
+        let owner = try key(1), alice = try key(2)
+        try engine.submit(.registerDataset(dataset: "aging", policyHash: policy), signer: owner)
+        let id = engine.nextRentalID
+        let ev = try engine.submit(.setRental(dataset: "aging", rentalID: id, user: alice.address, expires: UInt64(Date().timeIntervalSince1970) + 60), signer: owner)
+        #expect(ev.kind == "rental.set" && ev.index == 1)
+        #expect(engine.activeRental(dataset: "aging", user: alice.address, at: UInt64(Date().timeIntervalSince1970))?.id == id)
+        #expect(engine.dataset("aging")?.owner == owner.address)
+        #expect(throws: LedgerError.self) { try Ledgers.open("evm://127.0.0.1:8545") }
+    }
 }
