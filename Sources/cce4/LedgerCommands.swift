@@ -13,10 +13,8 @@ struct LedgerOptions: ParsableArguments {
 
     var path: String {
         get throws {
-            guard let p = ledger ?? ProcessInfo.processInfo.environment["CCE4_LEDGER"] else {
-                throw Failure(description: "which ledger? pass --ledger FILE (or set CCE4_LEDGER); make one with `cce4 ledger init --ledger FILE`", exitCode: Failure.usage)
-            }
-            return p
+            try optionOrEnvironment(ledger, "CCE4_LEDGER",
+                                    missing: "which ledger? pass --ledger FILE (or set CCE4_LEDGER); make one with `cce4 ledger init --ledger FILE`")
         }
     }
 

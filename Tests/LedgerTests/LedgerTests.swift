@@ -325,6 +325,17 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         return out
     }
 
+    /// Starts `cce4 ledger record --batch` in the background.
+    static func record(_ ledger: String, keystore: String, batch: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cce4)
+        p.arguments = ["ledger", "record", "--ledger", ledger, "--keystore", keystore, "--batch", batch]
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
     static func batch(_ path: String, count: Int, tag: Int) throws {
         var lines = ""
         for i in 0..<count { lines += "{\"kind\":\"job.run\",\"dataset\":\"aging\",\"payload_hash\":\"\(Hex.encode(SHA256Digest.hash(Array("\(tag)-\(i)".utf8)).bytes))\"}\n" }
@@ -344,13 +355,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         var procs = [Process]()
         for w in 0..<4 {
             try Self.batch(dir.sub("b\(w)"), count: 2500, tag: w)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Self.cce4)
-            p.arguments = ["ledger", "record", "--ledger", ledger, "--keystore", dir.sub("w\(w).json"), "--batch", dir.sub("b\(w)")]
-            p.environment = Self.env
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            procs.append(p)
+            procs.append(try Self.record(ledger, keystore: dir.sub("w\(w).json"), batch: dir.sub("b\(w)")))
         }
         // Readers never block writers: a few checkpoints while they run.
         var notes = [String]()
@@ -405,12 +410,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         var last: UInt64 = 1
         for round in 0..<5 {
             let before = try FileManager.default.attributesOfItem(atPath: ledger)[.size] as! Int
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Self.cce4)
-            p.arguments = ["ledger", "record", "--ledger", ledger, "--keystore", dir.sub("owner.json"), "--batch", dir.sub("b")]
-            p.environment = Self.env
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
+            let p = try Self.record(ledger, keystore: dir.sub("owner.json"), batch: dir.sub("b"))
             // Kill it once it is appending, at a random moment.
             while try FileManager.default.attributesOfItem(atPath: ledger)[.size] as! Int == before && p.isRunning { usleep(2000) }
             usleep(UInt32(g.next() % 200_000))
@@ -458,42 +458,5 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         #expect(py.status == 0)
         let keyHex = (try JSONSerialization.jsonObject(with: py.stdout) as! [String: String])["key"]!
         #expect(try PrivateKey(bytes: Hex.decode(keyHex)!).address.checksummed == who["user"]!)
-    }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
-
-@Suite struct VectorTests {
-    /// docs/ledger.md §2.1: a frozen entry. RFC 6979 makes the signature deterministic, so
-    /// the whole body is fixed; eth-account recovers its actor (see entrySignaturesCheckWithEthAccount).
-    @Test func frozenEntryVector() throws {
-        let owner = try PrivateKey(bytes: [UInt8](repeating: 1, count: 32))
-        let alice = try PrivateKey(bytes: [UInt8](repeating: 2, count: 32)).address
-        let e = try Entry(index: 2, time: 1_900_000_000, previous: [UInt8](repeating: 0xab, count: 32),
-                          operation: .setRental(dataset: "aging", rentalID: 1, user: alice, expires: 1_900_086_400), signer: owner)
-        let doc = try String(contentsOfFile: Repo.root + "/docs/ledger.md", encoding: .utf8)
-        let hex = Hex.encode(e.body)
-        #expect(doc.replacingOccurrences(of: "\n", with: "").contains(hex), "the body in docs/ledger.md §2.1")
-        #expect(doc.contains(owner.address.checksummed) && doc.contains(alice.checksummed))
-        #expect(doc.contains(Hex.encode(e.leafHash)), "the leaf hash in docs/ledger.md §2.1")
-        #expect(try Entry.decode(e.body) == e)
-    }
-
-    /// Callers use the engine-neutral interface; a location picks the engine.
-    @Test func enginesByLocation() throws {
-        let dir = TempDir()
-        try EmbeddedLedger.create(path: dir.sub("l"))
-        let engine = try Ledgers.open("file://" + dir.sub("l"), writable: true)
-        let owner = try key(1), alice = try key(2)
-        try engine.submit(.registerDataset(dataset: "aging", policyHash: policy), signer: owner)
-        let id = engine.nextRentalID
-        let ev = try engine.submit(.setRental(dataset: "aging", rentalID: id, user: alice.address, expires: UInt64(Date().timeIntervalSince1970) + 60), signer: owner)
-        #expect(ev.kind == "rental.set" && ev.index == 1)
-        #expect(engine.activeRental(dataset: "aging", user: alice.address, at: UInt64(Date().timeIntervalSince1970))?.id == id)
-        #expect(engine.dataset("aging")?.owner == owner.address)
-        #expect(throws: LedgerError.self) { try Ledgers.open("evm://127.0.0.1:8545") }
     }
 }

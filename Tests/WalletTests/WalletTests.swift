@@ -14,11 +14,6 @@ func eth(_ command: String, _ request: Any) throws -> Any {
     return try JSONSerialization.jsonObject(with: r.stdout)
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
-
 let siweData = Repo.root + "/../shared/testdata/siwe/"
 
 func loadJSON(_ path: String) throws -> [String: [String: Any]] {
