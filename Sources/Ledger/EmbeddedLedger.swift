@@ -176,27 +176,64 @@ public final class EmbeddedLedger {
         var bytes = [UInt8](repeating: 0, count: size - offset)
         let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
         guard n == bytes.count else { throw .io("cannot read \(path): \(String(cString: strerror(errno)))") }
-        var at = 0
+        // Parse every complete record, check all signatures in parallel (recovering a
+        // secp256k1 key is most of the cost of opening a ledger), then check and apply each
+        // entry in order, so the first bad entry is the one reported.
+        var records = [(entry: Entry, leaf: [UInt8], fileOffset: Int, end: Int)]()
+        var at = 0, parseError: LedgerError?, torn = false
         while at < bytes.count {
-            guard let (entry, leaf, length) = try Self.parseRecord(bytes, at: at, index: tree.size, fileOffset: offset + at) else {
-                offset += at
-                if dropTornTail { try dropTail(Array(bytes[at...])) }
-                return
+            do {
+                guard let (entry, leaf, length) = try Self.parseRecord(bytes, at: at, index: tree.size + UInt64(records.count), fileOffset: offset + at) else {
+                    torn = true
+                    break
+                }
+                records.append((entry, leaf, offset + at, at + length))
+                at += length
+            } catch {
+                parseError = error
+                break
             }
-            try check(entry, leaf: leaf, fileOffset: offset + at)
-            tree.append(leafHash: leaf)
-            lastLeaf = leaf
-            at += length
         }
-        offset += at
+        let signatureErrors = Self.verifySignatures(records.map(\.entry))
+        for (k, r) in records.enumerated() {
+            try check(r.entry, leaf: r.leaf, fileOffset: r.fileOffset, signatureError: signatureErrors[k])
+            tree.append(leafHash: r.leaf)
+            lastLeaf = r.leaf
+        }
+        if let parseError { throw parseError }
+        let consumed = records.last?.end ?? 0
+        offset += consumed
+        if torn && dropTornTail { try dropTail(Array(bytes[consumed...])) }
+    }
+
+    /// Each entry's signature check, spread over the cores; nil where it verified.
+    static func verifySignatures(_ entries: [Entry]) -> [String?] {
+        final class Results: @unchecked Sendable {
+            var errors: [String?]
+            init(_ n: Int) { errors = [String?](repeating: nil, count: n) }
+        }
+        let results = Results(entries.count)
+        let chunk = 256
+        let chunks = (entries.count + chunk - 1) / chunk
+        results.errors.withUnsafeMutableBufferPointer { out in
+            nonisolated(unsafe) let out = out
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                for i in (c * chunk)..<min(entries.count, (c + 1) * chunk) {
+                    do throws(LedgerError) { try entries[i].verifySignature() } catch {
+                        if case .corrupt(_, _, let why) = error { out[i] = why } else { out[i] = error.description }
+                    }
+                }
+            }
+        }
+        return results.errors
     }
 
     /// Checks an entry in sequence: index, chain, signature, rules.
-    private func check(_ entry: Entry, leaf: [UInt8], fileOffset: Int) throws(LedgerError) {
+    private func check(_ entry: Entry, leaf: [UInt8], fileOffset: Int, signatureError: String?) throws(LedgerError) {
         let i = Int(tree.size)
         guard entry.index == tree.size else { throw .corrupt(entry: i, offset: fileOffset, "it says it is entry \(entry.index) (dropped or reordered entries?)") }
         guard entry.previous == lastLeaf else { throw .corrupt(entry: i, offset: fileOffset, "its previous-entry hash does not match the entry before it") }
-        do { try entry.verifySignature() } catch .corrupt(_, _, let why) { throw .corrupt(entry: i, offset: fileOffset, why) } catch { throw error }
+        if let why = signatureError { throw .corrupt(entry: i, offset: fileOffset, why) }
         do { try state.apply(entry) } catch { throw .corrupt(entry: i, offset: fileOffset, "the rules refuse it: \(error)") }
     }
 

@@ -13,16 +13,22 @@ struct LedgerOptions: ParsableArguments {
 
     var path: String {
         get throws {
-            guard let p = ledger ?? ProcessInfo.processInfo.environment["CCE4_LEDGER"] else {
-                throw Failure(description: "which ledger? pass --ledger FILE (or set CCE4_LEDGER); make one with `cce4 ledger init --ledger FILE`", exitCode: Failure.usage)
-            }
-            return p
+            try optionOrEnvironment(ledger, "CCE4_LEDGER",
+                                    missing: "which ledger? pass --ledger FILE (or set CCE4_LEDGER); make one with `cce4 ledger init --ledger FILE`")
         }
     }
 
+    /// The embedded engine itself (checkpoints, proofs, verification).
     func open(writable: Bool = false) throws -> EmbeddedLedger {
         bootstrapLedgerLogging()
-        return try EmbeddedLedger(path: try path, writable: writable)
+        let p = try path
+        return try EmbeddedLedger(path: p.hasPrefix("file://") ? String(p.dropFirst(7)) : p, writable: writable)
+    }
+
+    /// Whatever engine the location names, through the engine-neutral interface.
+    func engine(writable: Bool = false) throws -> any LedgerEngine {
+        bootstrapLedgerLogging()
+        return try Ledgers.open(try path, writable: writable)
     }
 }
 
@@ -87,11 +93,11 @@ struct LedgerCommand: ParsableCommand {
                         hash = SHA256Digest.hash(Array(d)).bytes
                     default: throw Failure(description: "give the policy once: --policy FILE or --policy-hash HEX", exitCode: Failure.usage)
                     }
-                    let l = try ledger.open(writable: true), key = try signer.load()
-                    let e = try l.append(.registerDataset(dataset: dataset, policyHash: hash), signer: key)
+                    let l = try ledger.engine(writable: true), key = try signer.load()
+                    let e = try l.submit(.registerDataset(dataset: dataset, policyHash: hash), signer: key)
                     print("entry \(e.index): dataset \(dataset) registered, owner \(key.address)")
                     if let root {
-                        let v = try l.append(.registerVersion(dataset: dataset, root: try hash32(root, "--root")), signer: key)
+                        let v = try l.submit(.registerVersion(dataset: dataset, root: try hash32(root, "--root")), signer: key)
                         print("entry \(v.index): version \(root) of \(dataset)")
                     }
                 }
@@ -105,8 +111,8 @@ struct LedgerCommand: ParsableCommand {
             @Option(help: "The version's root hash (printed by `cce4 dataset pack`).") var root: String
             func run() throws {
                 try guarded {
-                    let l = try ledger.open(writable: true)
-                    let e = try l.append(.registerVersion(dataset: dataset, root: try hash32(root, "--root")), signer: try signer.load())
+                    let l = try ledger.engine(writable: true)
+                    let e = try l.submit(.registerVersion(dataset: dataset, root: try hash32(root, "--root")), signer: try signer.load())
                     print("entry \(e.index): version \(root) of \(dataset)")
                 }
             }
@@ -133,11 +139,11 @@ struct LedgerCommand: ParsableCommand {
                 case (nil, let d?): expires = now + (try parseDuration(d))
                 default: throw Failure(description: "give the end once: --until TIME or --for DURATION", exitCode: Failure.usage)
                 }
-                let l = try ledger.open(writable: true)
-                let id = rental ?? l.state.nextRentalID
+                let l = try ledger.engine(writable: true)
+                let id = rental ?? l.nextRentalID
                 let user = try Address(self.user)
                 do {
-                    let e = try l.append(.setRental(dataset: dataset, rentalID: id, user: user, expires: expires), signer: try signer.load())
+                    let e = try l.submit(.setRental(dataset: dataset, rentalID: id, user: user, expires: expires), signer: try signer.load())
                     guard case .setRental(_, let got, _, _) = e.operation else { return }
                     print("rental \(got): \(user) may use \(dataset) until \(formatTime(expires)) (entry \(e.index))")
                 } catch LedgerError.refused(let why) where rental == nil && why.contains("does not exist") {
@@ -155,7 +161,7 @@ struct LedgerCommand: ParsableCommand {
         @Option(help: "The rental id.") var rental: UInt64
         func run() throws {
             try guarded {
-                let e = try ledger.open(writable: true).append(.endRental(dataset: dataset, rentalID: rental), signer: try signer.load())
+                let e = try ledger.engine(writable: true).submit(.endRental(dataset: dataset, rentalID: rental), signer: try signer.load())
                 print("rental \(rental) of \(dataset) ended (entry \(e.index))")
             }
         }
@@ -192,9 +198,9 @@ struct LedgerCommand: ParsableCommand {
                     guard let kind, let payloadHash else { throw Failure(description: "give --kind and --payload-hash, or --batch FILE", exitCode: Failure.usage) }
                     events.append((kind, dataset, try hash32(payloadHash, "--payload-hash")))
                 }
-                let l = try ledger.open(writable: true), key = try signer.load()
+                let l = try ledger.engine(writable: true), key = try signer.load()
                 var last: UInt64 = 0
-                for (k, d, h) in events { last = try l.append(.audit(event: k, dataset: d, payloadHash: h), signer: key).index }
+                for (k, d, h) in events { last = try l.submit(.audit(event: k, dataset: d, payloadHash: h), signer: key).index }
                 print(events.count == 1 ? "entry \(last)" : "\(events.count) events appended; last entry \(last)")
             }
         }

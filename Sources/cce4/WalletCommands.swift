@@ -45,10 +45,8 @@ struct SignerOptions: ParsableArguments {
 
     var keystorePath: String {
         get throws {
-            guard let p = keystore ?? ProcessInfo.processInfo.environment["CCE4_KEYSTORE"] else {
-                throw Failure(description: "no signer: pass --keystore FILE (or set CCE4_KEYSTORE); make one with `cce4 wallet new --keystore FILE`", exitCode: Failure.usage)
-            }
-            return p
+            try optionOrEnvironment(keystore, "CCE4_KEYSTORE",
+                                    missing: "no signer: pass --keystore FILE (or set CCE4_KEYSTORE); make one with `cce4 wallet new --keystore FILE`")
         }
     }
 
@@ -198,6 +196,14 @@ struct WalletCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// An option's value, else the environment variable's, else a usage error saying `missing`.
+func optionOrEnvironment(_ value: String?, _ variable: String, missing: String) throws -> String {
+    guard let v = value ?? ProcessInfo.processInfo.environment[variable] else {
+        throw Failure(description: missing, exitCode: Failure.usage)
+    }
+    return v
 }
 
 func messageBytes(_ text: String?, file: String?, hex: String?) throws -> [UInt8] {

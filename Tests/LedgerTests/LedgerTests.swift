@@ -181,6 +181,14 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         #expect(throws: LedgerError.self) { try Checkpoint.open(note.replacingOccurrences(of: "\n1\n", with: "\n2\n")) }
         #expect(throws: LedgerError.self) { try Checkpoint.open(String(note.prefix(note.count - 10)) + "AAAAAAAAA\n") }
         #expect(throws: LedgerError.self) { try Checkpoint.open(l.checkpoint().text + "\n") }
+        // Random damage to a note never crashes and never yields a different checkpoint.
+        var g = SeededGenerator(seed: 31)
+        let bytes = Array(note.utf8)
+        for _ in 0..<3000 {
+            var b = bytes
+            for _ in 0..<(1 + Int(g.next() % 3)) { b[Int(g.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: g.next() % 128) }
+            if let (c, _) = try? Checkpoint.open(String(decoding: b, as: UTF8.self)) { #expect(c == cp) }
+        }
         // A second signature (a witness) is fine; unknown key types are ignored.
         let cosigned = note + "— witness.example/abc AAAAAQ==\n"
         #expect(try Checkpoint.open(cosigned).signers == [owner.address])
@@ -317,6 +325,17 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         return out
     }
 
+    /// Starts `cce4 ledger record --batch` in the background.
+    static func record(_ ledger: String, keystore: String, batch: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cce4)
+        p.arguments = ["ledger", "record", "--ledger", ledger, "--keystore", keystore, "--batch", batch]
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
     static func batch(_ path: String, count: Int, tag: Int) throws {
         var lines = ""
         for i in 0..<count { lines += "{\"kind\":\"job.run\",\"dataset\":\"aging\",\"payload_hash\":\"\(Hex.encode(SHA256Digest.hash(Array("\(tag)-\(i)".utf8)).bytes))\"}\n" }
@@ -336,13 +355,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         var procs = [Process]()
         for w in 0..<4 {
             try Self.batch(dir.sub("b\(w)"), count: 2500, tag: w)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Self.cce4)
-            p.arguments = ["ledger", "record", "--ledger", ledger, "--keystore", dir.sub("w\(w).json"), "--batch", dir.sub("b\(w)")]
-            p.environment = Self.env
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            procs.append(p)
+            procs.append(try Self.record(ledger, keystore: dir.sub("w\(w).json"), batch: dir.sub("b\(w)")))
         }
         // Readers never block writers: a few checkpoints while they run.
         var notes = [String]()
@@ -397,12 +410,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         var last: UInt64 = 1
         for round in 0..<5 {
             let before = try FileManager.default.attributesOfItem(atPath: ledger)[.size] as! Int
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Self.cce4)
-            p.arguments = ["ledger", "record", "--ledger", ledger, "--keystore", dir.sub("owner.json"), "--batch", dir.sub("b")]
-            p.environment = Self.env
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
+            let p = try Self.record(ledger, keystore: dir.sub("owner.json"), batch: dir.sub("b"))
             // Kill it once it is appending, at a random moment.
             while try FileManager.default.attributesOfItem(atPath: ledger)[.size] as! Int == before && p.isRunning { usleep(2000) }
             usleep(UInt32(g.next() % 200_000))
@@ -451,9 +459,4 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         let keyHex = (try JSONSerialization.jsonObject(with: py.stdout) as! [String: String])["key"]!
         #expect(try PrivateKey(bytes: Hex.decode(keyHex)!).address.checksummed == who["user"]!)
     }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
 }

@@ -187,3 +187,9 @@ public final class Tmpfs: @unchecked Sendable {
 
     deinit { _ = try? run("/bin/umount", ["-l", path]) }
 }
+
+/// A test precondition that failed (a helper process, a fixture), with what went wrong.
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -14,11 +14,6 @@ func eth(_ command: String, _ request: Any) throws -> Any {
     return try JSONSerialization.jsonObject(with: r.stdout)
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
-
 let siweData = Repo.root + "/../shared/testdata/siwe/"
 
 func loadJSON(_ path: String) throws -> [String: [String: Any]] {
@@ -310,6 +305,18 @@ func loadJSON(_ path: String) throws -> [String: [String: Any]] {
             #expect(try Keystore.address(of: data) == key.address)
             #expect(try Keystore.decrypt(data, password: Array("pässword".utf8)).address == key.address)
         }
+    }
+
+    /// The parameters wallets use by default (scrypt n = 2^18), once each way.
+    @Test func standardParametersBothWays() throws {
+        let key = try PrivateKey.generate()
+        let data = try Keystore.encrypt(key, password: Array("pw".utf8))
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(text.contains("\"n\":262144") && text.contains("\"kdf\":\"scrypt\""))
+        let r = try eth("keystore-decrypt", ["keystore": try JSONSerialization.jsonObject(with: data), "password": "pw"]) as! [String: String]
+        #expect(r["key"] == key.withUnsafeBytes { Hex.encode($0) })
+        let ks = try eth("keystore-encrypt", ["key": r["key"]!, "password": "pw", "kdf": "scrypt", "iterations": 262144])
+        #expect(try Keystore.decrypt(try JSONSerialization.data(withJSONObject: ks), password: Array("pw".utf8)).address == key.address)
     }
 
     @Test func malformedKeystoresRefusedNeverCrash() throws {

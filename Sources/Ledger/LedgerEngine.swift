@@ -1,0 +1,50 @@
+// The ledger interface both engines implement: the embedded file (here) and the EVM chain
+// (to come). Callers — the CLI, the Privacy Plane, cce4fs's rental checks — use only this,
+// so moving to a chain changes the ledger URL, not code.
+import Wallet
+
+public protocol LedgerEngine: AnyObject {
+    /// A stable name for the log (the embedded engine's checkpoint origin; the chain's
+    /// chain id and contract address).
+    var origin: String { get }
+
+    /// Checks `op` against the rules as `signer`, records it, and returns its event.
+    @discardableResult
+    func submit(_ op: Operation, signer: PrivateKey) throws(LedgerError) -> Event
+
+    /// Picks up what other writers recorded since the last read.
+    func refresh() throws(LedgerError)
+
+    func dataset(_ id: String) -> DatasetRecord?
+    /// The rental through which `user` may use `dataset` at `time` (ERC-4907 `userOf`).
+    func activeRental(dataset: String, user: Address, at time: UInt64) -> Rental?
+    func events(matching filter: EventFilter) -> [Event]
+    /// The id a new rental made now would get.
+    var nextRentalID: UInt64 { get }
+}
+
+extension EmbeddedLedger: LedgerEngine {
+    @discardableResult
+    public func submit(_ op: Operation, signer: PrivateKey) throws(LedgerError) -> Event {
+        let e = try append(op, signer: signer)
+        return state.events[Int(e.index)]
+    }
+    public func dataset(_ id: String) -> DatasetRecord? { state.datasets[id] }
+    public func activeRental(dataset: String, user: Address, at time: UInt64) -> Rental? {
+        state.activeRental(dataset: dataset, user: user, at: time)
+    }
+    public func events(matching filter: EventFilter) -> [Event] { state.events(matching: filter) }
+    public var nextRentalID: UInt64 { state.nextRentalID }
+}
+
+/// Opens a ledger by location: a path or file:// URL is the embedded engine. (The chain
+/// engine's evm:// URLs arrive with it.)
+public enum Ledgers {
+    public static func open(_ location: String, writable: Bool = false) throws(LedgerError) -> any LedgerEngine {
+        if location.hasPrefix("file://") { return try EmbeddedLedger(path: String(location.dropFirst(7)), writable: writable) }
+        guard !location.contains("://") else {
+            throw .invalidArgument("unsupported ledger location \(location): use a file path or file://PATH (the EVM engine is not built yet)")
+        }
+        return try EmbeddedLedger(path: location, writable: writable)
+    }
+}
