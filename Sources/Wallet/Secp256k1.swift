@@ -87,15 +87,16 @@ struct RFC6979 {
         var h = hash
         if compareBE(h, curveOrder) >= 0 { h = subtractBE(h, curveOrder) }
         key.withUnsafeBytes { x in
-            let xb = Array(x)
-            var m = v + [0x00] + xb + h
-            k = hmac(k, m); v = hmac(k, v)
-            secureWipe(&m)
-            m = v + [0x01] + xb + h
-            k = hmac(k, m); v = hmac(k, v)
-            secureWipe(&m)
-            var copy = xb
-            secureWipe(&copy)
+            // K = HMAC_K(V || 0x00 || x || h); V = HMAC_K(V); K = HMAC_K(V || 0x01 || x || h); V = HMAC_K(V).
+            // The message holds the private key: built in one buffer and wiped after each use.
+            var m = [UInt8]()
+            m.reserveCapacity(32 + 1 + 32 + 32)
+            for separator: UInt8 in [0x00, 0x01] {
+                m.removeAll(keepingCapacity: true)
+                m.append(contentsOf: v); m.append(separator); m.append(contentsOf: x); m.append(contentsOf: h)
+                k = hmac(k, m); v = hmac(k, v)
+                secureWipe(&m)
+            }
         }
     }
 
