@@ -237,8 +237,9 @@ done:
     return ok;
 }
 
-int cce4_secp256k1_sign(const uint8_t priv[32], const uint8_t hash[32], const uint8_t kbytes[32],
-                        uint8_t sig[64], int *recid) {
+/// ECDSA with an explicit nonce: 0 when k is unusable (0, >= n) or r or s came out 0.
+static int sign_with_nonce(const uint8_t priv[32], const uint8_t hash[32], const uint8_t kbytes[32],
+                           uint8_t sig[64], int *recid) {
     const EC_GROUP *g = secp256k1();
     if (g == NULL) return 0;
     const BIGNUM *n = EC_GROUP_get0_order(g);
@@ -304,18 +305,50 @@ int cce4_secp256k1_recover(const uint8_t hash[32], const uint8_t sig[64], int re
     if (EC_POINT_is_at_infinity(g, Q)) goto done;
     ok = point_to_bytes(g, Q, pub, ctx);
 done:
+    if (!ok) ERR_clear_error(); // a refused signature is an answer, not an error to report later
     EC_POINT_free(R); EC_POINT_free(Q);
     BN_free(r); BN_free(s); BN_free(e); BN_free(x); BN_free(p); BN_free(rinv); BN_free(u1); BN_free(u2);
     BN_CTX_free(ctx);
     return ok;
 }
 
-int cce4_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len, uint8_t out[32]) {
-    unsigned int out_len = 0;
-    if (key_len > INT_MAX) return 0;
-    static const uint8_t empty = 0;
-    return HMAC(EVP_sha256(), key ? key : &empty, (int)key_len, data ? data : &empty, len, out, &out_len) != NULL
-        && out_len == 32;
+/// out = HMAC-SHA256(key, data); `out` may alias `key` or `data`.
+static int hmac32(const uint8_t key[32], const uint8_t *data, size_t len, uint8_t out[32]) {
+    uint8_t tmp[32];
+    unsigned int n = 0;
+    int ok = HMAC(EVP_sha256(), key, 32, data, len, tmp, &n) != NULL && n == 32;
+    memcpy(out, tmp, 32);
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    return ok;
+}
+
+int cce4_secp256k1_sign(const uint8_t priv[32], const uint8_t hash[32], uint8_t sig[64], int *recid) {
+    const EC_GROUP *g = secp256k1();
+    if (g == NULL) return 0;
+    // RFC 6979 §3.2 with HMAC-SHA256; qlen = hlen = 256, so bits2octets(h) = h mod n.
+    uint8_t K[32], V[32], h[32], buf[32 + 1 + 32 + 32];
+    int ok = 0;
+    BIGNUM *e = BN_bin2bn(hash, 32, NULL);
+    BN_CTX *ctx = BN_CTX_new();
+    if (e == NULL || ctx == NULL || !BN_nnmod(e, e, EC_GROUP_get0_order(g), ctx) || BN_bn2binpad(e, h, 32) != 32) goto done;
+    memset(K, 0, 32);
+    memset(V, 1, 32);
+    for (int step = 0; step < 2; step++) {      // steps d-g: K = HMAC_K(V || step || x || h); V = HMAC_K(V)
+        memcpy(buf, V, 32); buf[32] = (uint8_t)step; memcpy(buf + 33, priv, 32); memcpy(buf + 65, h, 32);
+        if (!hmac32(K, buf, sizeof(buf), K) || !hmac32(K, V, 32, V)) goto done;
+    }
+    for (int tries = 0; tries < 1000 && !ok; tries++) {  // step h: a usable k is all but certain at once
+        if (!hmac32(K, V, 32, V)) goto done;
+        if (sign_with_nonce(priv, hash, V, sig, recid)) { ok = 1; break; }
+        ERR_clear_error();
+        memcpy(buf, V, 32); buf[32] = 0;
+        if (!hmac32(K, buf, 33, K) || !hmac32(K, V, 32, V)) goto done;
+    }
+done:
+    OPENSSL_cleanse(K, sizeof(K)); OPENSSL_cleanse(V, sizeof(V)); OPENSSL_cleanse(buf, sizeof(buf));
+    BN_free(e);
+    BN_CTX_free(ctx);
+    return ok;
 }
 
 int cce4_scrypt(const uint8_t *pass, size_t pass_len, const uint8_t *salt, size_t salt_len,

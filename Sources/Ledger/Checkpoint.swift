@@ -56,7 +56,7 @@ public struct Checkpoint: Hashable, Sendable {
             let name = String(parts[1])
             // Unknown key types and names are ignored, as signed-note requires.
             guard name.hasPrefix("cce4long.ledger/0x"), raw.count == 4 + 65 else { continue }
-            guard let claimed = try? Address(String(name.dropFirst("cce4long.ledger/".count))), Array(raw.prefix(4)) == keyID(claimed) else { continue }
+            guard let claimed = try? Address(String(name.dropFirst("cce4long.ledger/".count)), requireChecksum: true), Array(raw.prefix(4)) == keyID(claimed) else { continue }
             let signer: Address
             do {
                 signer = try PersonalMessage.signer(of: Array(text.utf8), signature: Signature(bytes: Array(raw.dropFirst(4))))

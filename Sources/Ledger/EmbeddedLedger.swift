@@ -30,6 +30,17 @@ public final class EmbeddedLedger {
     private var offset: Int
     private let logger: Logger
 
+    /// How far past this machine's clock an entry may be dated, appended or read. Without a
+    /// bound, one entry dated in the far future (anyone may sign an audit event) would force
+    /// every later entry to that date and make every new rental "already expired".
+    public static let maxClockSkew: UInt64 = 300
+    static func now() -> UInt64 { UInt64(max(0, Date().timeIntervalSince1970)) }
+
+    /// Set when a read found a bad entry: the state is then incomplete, so every query fails
+    /// closed (no rentals, no events) and every read or append repeats the error.
+    private var poisoned: LedgerError?
+    public var isPoisoned: Bool { poisoned != nil }
+
     /// Number of entries read so far.
     public var count: UInt64 { tree.size }
 
@@ -96,7 +107,13 @@ public final class EmbeddedLedger {
     public func append(_ op: Operation, signer: PrivateKey, time: UInt64? = nil) throws(LedgerError) -> Entry {
         try withLock { () throws(LedgerError) -> Entry in
             try readNew(dropTornTail: true)
-            let t = time ?? max(UInt64(Date().timeIntervalSince1970), state.lastTime)
+            let now = Self.now()
+            let t = time ?? max(now, state.lastTime)
+            guard t <= now + Self.maxClockSkew else {
+                throw .refused("the entry would be dated \(t), more than \(Self.maxClockSkew) s after this machine's clock (\(now)); check the clock")
+            }
+            var op = op
+            if case .setRental(let d, 0, let u, let x) = op { op = .setRental(dataset: d, rentalID: state.nextRentalID, user: u, expires: x) }
             try state.check(op, actor: signer.address, time: t)
             let entry: Entry
             do { entry = try Entry(index: tree.size, time: t, previous: lastLeaf, operation: op, signer: signer) } catch { throw .io("signing failed: \(error)") }
@@ -171,11 +188,21 @@ public final class EmbeddedLedger {
     /// Reads and applies complete records after `offset`. An incomplete tail is left alone
     /// by readers (a writer may be mid-append) and dropped by a writer holding the lock.
     private func readNew(dropTornTail: Bool) throws(LedgerError) {
+        if let poisoned { throw poisoned }
+        do { try readNewUnchecked(dropTornTail: dropTornTail) } catch {
+            poisoned = error
+            throw error
+        }
+    }
+
+    private func readNewUnchecked(dropTornTail: Bool) throws(LedgerError) {
         let size = try fileSize()
         guard size > offset else { return }
         var bytes = [UInt8](repeating: 0, count: size - offset)
         let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
-        guard n == bytes.count else { throw .io("cannot read \(path): \(String(cString: strerror(errno)))") }
+        guard n >= 0 else { throw .io("cannot read \(path): \(String(cString: strerror(errno)))") }
+        // Short: a writer cut a torn tail between fstat and pread. Read what is there.
+        if n < bytes.count { bytes.removeLast(bytes.count - n) }
         // Parse every complete record, check all signatures in parallel (recovering a
         // secp256k1 key is most of the cost of opening a ledger), then check and apply each
         // entry in order, so the first bad entry is the one reported.
@@ -234,6 +261,9 @@ public final class EmbeddedLedger {
         guard entry.index == tree.size else { throw .corrupt(entry: i, offset: fileOffset, "it says it is entry \(entry.index) (dropped or reordered entries?)") }
         guard entry.previous == lastLeaf else { throw .corrupt(entry: i, offset: fileOffset, "its previous-entry hash does not match the entry before it") }
         if let why = signatureError { throw .corrupt(entry: i, offset: fileOffset, why) }
+        guard entry.time <= Self.now() + Self.maxClockSkew else {
+            throw .corrupt(entry: i, offset: fileOffset, "it is dated \(entry.time), in the future of this machine's clock (\(Self.now())); a future-dated entry would block every later rental")
+        }
         do { try state.apply(entry) } catch { throw .corrupt(entry: i, offset: fileOffset, "the rules refuse it: \(error)") }
     }
 
@@ -242,17 +272,28 @@ public final class EmbeddedLedger {
     static func parseRecord(_ bytes: [UInt8], at: Int, index: UInt64, fileOffset: Int) throws(LedgerError) -> (Entry, [UInt8], Int)? {
         guard bytes.count - at >= 4 else { return nil }
         let len = Int(bytes[at..<(at + 4)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        // A tail of zeros is what a power cut can leave of an append: torn, not tampered.
+        if len == 0 && bytes[at...].allSatisfy({ $0 == 0 }) { return nil }
         guard len >= minBody, len <= maxBody else {
-            throw .corrupt(entry: Int(index), offset: fileOffset, "record length \(len) is impossible (\(minBody)–\(maxBody))")
+            throw .corrupt(entry: Int(clamping: index), offset: fileOffset, "record length \(len) is impossible (\(minBody)–\(maxBody))")
         }
-        guard bytes.count - at >= 4 + len + 32 else { return nil }
+        guard bytes.count - at >= 4 + len + 32 else {
+            // Shorter than its length says: torn by a crash mid-append — unless the bytes are a
+            // whole record whose length field was altered (its stored hash still matches).
+            let tail = bytes[at...]
+            if tail.count >= 4 + minBody + 32,
+               Merkle.leafHash(Array(tail.dropFirst(4).dropLast(32))) == Array(tail.suffix(32)) {
+                throw .corrupt(entry: Int(clamping: index), offset: fileOffset, "its length field says \(len) bytes, but it is a complete record of \(tail.count - 36) (altered)")
+            }
+            return nil
+        }
         let body = Array(bytes[(at + 4)..<(at + 4 + len)])
         let leaf = Merkle.leafHash(body)
         guard Array(bytes[(at + 4 + len)..<(at + 4 + len + 32)]) == leaf else {
-            throw .corrupt(entry: Int(index), offset: fileOffset, "its stored hash does not match its bytes (altered)")
+            throw .corrupt(entry: Int(clamping: index), offset: fileOffset, "its stored hash does not match its bytes (altered)")
         }
         let entry: Entry
-        do { entry = try Entry.decode(body) } catch { throw .corrupt(entry: Int(index), offset: fileOffset, "cannot be decoded: \(error)") }
+        do { entry = try Entry.decode(body) } catch { throw .corrupt(entry: Int(clamping: index), offset: fileOffset, "cannot be decoded: \(error)") }
         return (entry, leaf, 4 + len + 32)
     }
 
@@ -287,11 +328,16 @@ public final class EmbeddedLedger {
     public static func verify(path: String, against expected: Checkpoint? = nil, progress: ((UInt64) -> Void)? = nil) throws(LedgerError) -> Report {
         let ledger = try EmbeddedLedger(path: path, writable: false)
         var size = try ledger.fileSize()
-        if ledger.offset < size {
-            // A writer may be mid-append: look again before calling the tail torn.
+        // An incomplete tail may be a writer mid-append: look again until it stops moving
+        // (twice in a row, 0.2 s apart; at most 10 s on a ledger that never stops growing).
+        var stuck = 0, rounds = 0
+        while ledger.offset < size && stuck < 2 && rounds < 50 {
+            let before = ledger.offset
             usleep(200_000)
             try ledger.refresh()
             size = try ledger.fileSize()
+            stuck = ledger.offset == before ? stuck + 1 : 0
+            rounds += 1
         }
         progress?(ledger.count)
         if let expected {
@@ -303,7 +349,7 @@ public final class EmbeddedLedger {
                 throw .proof("the first \(expected.size) entries do not have the checkpoint's root: the log was rewritten")
             }
         }
-        let report = Report(entries: ledger.count, checkpoint: ledger.checkpoint(), incompleteTailBytes: size - ledger.offset)
+        let report = Report(entries: ledger.count, checkpoint: ledger.checkpoint(), incompleteTailBytes: stuck >= 2 ? size - ledger.offset : 0)
         return report
     }
 

@@ -53,7 +53,8 @@ public enum Operation: Hashable, Sendable {
     /// Records a new version (root-directory hash) of `dataset`. Owner only.
     case registerVersion(dataset: String, root: [UInt8])
     /// ERC-4907 `setUser`: rental `rentalID` of `dataset` is used by `user` until `expires`
-    /// (Unix seconds, exclusive). A new id (the next one) mints the rental. Owner only.
+    /// (Unix seconds, exclusive). Owner only. `rentalID` 0 asks for a new rental: the engine
+    /// assigns the next id under its lock (recorded entries always carry the real id).
     case setRental(dataset: String, rentalID: UInt64, user: Address, expires: UInt64)
     /// Ends rental `rentalID` early (ERC-4907 `setUser(id, 0, 0)`). Owner only.
     case endRental(dataset: String, rentalID: UInt64)
@@ -124,9 +125,9 @@ public struct Entry: Hashable, Sendable {
         let digest = Self.signingDigest(unsignedBody)
         let signer: Address
         do { signer = try PersonalMessage.signer(of: digest, signature: signature) } catch {
-            throw .corrupt(entry: Int(index), offset: 0, "its signature is invalid: \(error)")
+            throw .corrupt(entry: Int(clamping: index), offset: 0, "its signature is invalid: \(error)")
         }
-        guard signer == actor else { throw .corrupt(entry: Int(index), offset: 0, "signed by \(signer), not by its actor \(actor)") }
+        guard signer == actor else { throw .corrupt(entry: Int(clamping: index), offset: 0, "signed by \(signer), not by its actor \(actor)") }
     }
 
     static func encodeUnsigned(index: UInt64, time: UInt64, previous: [UInt8], actor: Address, operation: Operation) -> [UInt8] {

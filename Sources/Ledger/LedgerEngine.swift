@@ -9,6 +9,7 @@ public protocol LedgerEngine: AnyObject {
     var origin: String { get }
 
     /// Checks `op` against the rules as `signer`, records it, and returns its event.
+    /// `.setRental` with rental id 0 makes a new rental; the event carries its id.
     @discardableResult
     func submit(_ op: Operation, signer: PrivateKey) throws(LedgerError) -> Event
 
@@ -26,14 +27,15 @@ public protocol LedgerEngine: AnyObject {
 extension EmbeddedLedger: LedgerEngine {
     @discardableResult
     public func submit(_ op: Operation, signer: PrivateKey) throws(LedgerError) -> Event {
-        let e = try append(op, signer: signer)
-        return state.events[Int(e.index)]
+        try append(op, signer: signer)
+        return state.events[state.events.count - 1] // the one just applied
     }
-    public func dataset(_ id: String) -> DatasetRecord? { state.datasets[id] }
+    // Fail closed: a ledger whose last read found a bad entry answers nothing.
+    public func dataset(_ id: String) -> DatasetRecord? { isPoisoned ? nil : state.datasets[id] }
     public func activeRental(dataset: String, user: Address, at time: UInt64) -> Rental? {
-        state.activeRental(dataset: dataset, user: user, at: time)
+        isPoisoned ? nil : state.activeRental(dataset: dataset, user: user, at: time)
     }
-    public func events(matching filter: EventFilter) -> [Event] { state.events(matching: filter) }
+    public func events(matching filter: EventFilter) -> [Event] { isPoisoned ? [] : state.events(matching: filter) }
     public var nextRentalID: UInt64 { state.nextRentalID }
 }
 

@@ -21,6 +21,9 @@ public enum Keystore {
     static let maxScryptN: UInt64 = 1 << 20, maxScryptR: UInt64 = 32, maxScryptP: UInt64 = 16
     static let maxPBKDF2Iterations: UInt32 = 10_000_000
     static let scryptMaxMem: UInt64 = 1 << 31
+    /// Together, not just one by one: scrypt needs 128·n·r bytes and n·r·p units of work
+    /// (the standard parameters need 256 MiB and 2^21).
+    static let scryptMaxBlockMemory: UInt64 = 512 << 20, scryptMaxWork: UInt64 = 1 << 23
 
     /// Encrypts `key` under `password` into keystore v3 JSON (keys sorted, one line).
     public static func encrypt(_ key: PrivateKey, password: [UInt8], kdf: KDF = .standard) throws(WalletError) -> Data {
@@ -86,8 +89,9 @@ public enum Keystore {
         switch crypto["kdf"] as? String {
         case "scrypt":
             guard let n = p["n"] as? UInt64, let r = p["r"] as? UInt64, let pp = p["p"] as? UInt64,
-                  n > 1, n & (n - 1) == 0, n <= maxScryptN, r >= 1, r <= maxScryptR, pp >= 1, pp <= maxScryptP else {
-                throw .keystore("scrypt parameters out of range (n a power of two ≤ 2^20, r ≤ 32, p ≤ 16)")
+                  n > 1, n & (n - 1) == 0, n <= maxScryptN, r >= 1, r <= maxScryptR, pp >= 1, pp <= maxScryptP,
+                  128 * n * r <= scryptMaxBlockMemory, n * r * pp <= scryptMaxWork else {
+                throw .keystore("scrypt parameters out of range (n a power of two ≤ 2^20, r ≤ 32, p ≤ 16, 128·n·r ≤ 512 MiB, n·r·p ≤ 2^23)")
             }
             kdf = .scrypt(n: n, r: r, p: pp)
         case "pbkdf2":

@@ -52,21 +52,15 @@ public final class PrivateKey: Sendable {
         try secret.withUnsafeBytes(body)
     }
 
-    /// Signs a 32-byte hash: deterministic, low-s, with its recovery id.
+    /// Signs a 32-byte hash: deterministic (RFC 6979), low-s, with its recovery id.
     public func sign(hash: [UInt8]) throws(WalletError) -> Signature {
         precondition(hash.count == 32, "ECDSA here signs 32-byte hashes")
-        var nonces = RFC6979(key: secret, hash: hash)
-        defer { nonces.wipe() }
         var sig = [UInt8](repeating: 0, count: 64)
         var recid: Int32 = 0
-        while true {
-            var k = nonces.next()
-            defer { secureWipe(&k) }
-            let ok = secret.withUnsafeBytes { d in
-                cce4_secp256k1_sign(d.baseAddress!.assumingMemoryBound(to: UInt8.self), hash, k, &sig, &recid)
-            }
-            if ok == 1 { break }
+        let ok = secret.withUnsafeBytes { d in
+            cce4_secp256k1_sign(d.baseAddress!.assumingMemoryBound(to: UInt8.self), hash, &sig, &recid)
         }
+        guard ok == 1 else { throw .crypto("secp256k1 signing failed") }
         return Signature(r: Array(sig[0..<32]), s: Array(sig[32..<64]), recoveryID: UInt8(recid))
     }
 
@@ -74,53 +68,6 @@ public final class PrivateKey: Sendable {
     public func signPersonal(_ message: some Collection<UInt8>) throws(WalletError) -> Signature {
         try sign(hash: PersonalMessage.hash(message))
     }
-}
-
-/// RFC 6979 §3.2 nonce generation with HMAC-SHA256 over a 256-bit order (qlen = hlen = 256,
-/// so bits2int is the identity and bits2octets(h) is h mod n).
-struct RFC6979 {
-    private var k = [UInt8](repeating: 0, count: 32)
-    private var v = [UInt8](repeating: 1, count: 32)
-    private var first = true
-
-    init(key: SecureBytes, hash: [UInt8]) {
-        var h = hash
-        if compareBE(h, curveOrder) >= 0 { h = subtractBE(h, curveOrder) }
-        key.withUnsafeBytes { x in
-            // K = HMAC_K(V || 0x00 || x || h); V = HMAC_K(V); K = HMAC_K(V || 0x01 || x || h); V = HMAC_K(V).
-            // The message holds the private key: built in one buffer and wiped after each use.
-            var m = [UInt8]()
-            m.reserveCapacity(32 + 1 + 32 + 32)
-            for separator: UInt8 in [0x00, 0x01] {
-                m.removeAll(keepingCapacity: true)
-                m.append(contentsOf: v); m.append(separator); m.append(contentsOf: x); m.append(contentsOf: h)
-                k = hmac(k, m); v = hmac(k, v)
-                secureWipe(&m)
-            }
-        }
-    }
-
-    /// The next candidate nonce (step h: the first, then after each refusal K, V are updated).
-    mutating func next() -> [UInt8] {
-        if !first {
-            k = hmac(k, v + [0x00]); v = hmac(k, v)
-        }
-        first = false
-        while true {
-            v = hmac(k, v)
-            if v.contains(where: { $0 != 0 }) && compareBE(v, curveOrder) < 0 { return v }
-            k = hmac(k, v + [0x00]); v = hmac(k, v)
-        }
-    }
-
-    mutating func wipe() { secureWipe(&k); secureWipe(&v) }
-}
-
-func hmac(_ key: [UInt8], _ data: [UInt8]) -> [UInt8] {
-    var out = [UInt8](repeating: 0, count: 32)
-    let ok = cce4_hmac_sha256(key, key.count, data, data.count, &out)
-    precondition(ok == 1, "HMAC-SHA256 cannot fail on valid input")
-    return out
 }
 
 func subtractBE(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] {

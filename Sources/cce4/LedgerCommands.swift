@@ -136,19 +136,19 @@ struct LedgerCommand: ParsableCommand {
                 let expires: UInt64
                 switch (until, duration) {
                 case (let u?, nil): expires = try parseTime(u)
-                case (nil, let d?): expires = now + (try parseDuration(d))
+                case (nil, let d?):
+                    let (x, overflow) = now.addingReportingOverflow(try parseDuration(d))
+                    guard !overflow else { throw Failure(description: "--for \(d) is too long", exitCode: Failure.usage) }
+                    expires = x
                 default: throw Failure(description: "give the end once: --until TIME or --for DURATION", exitCode: Failure.usage)
                 }
                 let l = try ledger.engine(writable: true)
-                let id = rental ?? l.nextRentalID
                 let user = try Address(self.user)
-                do {
-                    let e = try l.submit(.setRental(dataset: dataset, rentalID: id, user: user, expires: expires), signer: try signer.load())
-                    guard case .setRental(_, let got, _, _) = e.operation else { return }
-                    print("rental \(got): \(user) may use \(dataset) until \(formatTime(expires)) (entry \(e.index))")
-                } catch LedgerError.refused(let why) where rental == nil && why.contains("does not exist") {
-                    throw Failure(description: "another writer made a rental at the same moment; run the command again", exitCode: Failure.ioError)
-                }
+                // Id 0: a new rental, numbered by the engine under its lock (two concurrent
+                // `rent` commands get two rentals, never the same one twice).
+                let e = try l.submit(.setRental(dataset: dataset, rentalID: rental ?? 0, user: user, expires: expires), signer: try signer.load())
+                guard case .setRental(_, let got, _, _) = e.operation else { return }
+                print("rental \(got): \(user) may use \(dataset) until \(formatTime(expires)) (entry \(e.index))")
             }
         }
     }
@@ -282,11 +282,16 @@ struct LedgerCommand: ParsableCommand {
             discussion: "With --checkpoint, also checks the file still holds the checkpoint's tree (nothing dropped or rewritten).")
         @OptionGroup var ledger: LedgerOptions
         @Option(help: ArgumentHelp("A signed checkpoint the file must be consistent with.", valueName: "file")) var checkpoint: String?
-        @Option(help: "The address that must have signed the checkpoint.") var signer: String?
+        @Option(help: "The address that must have signed the checkpoint (required with --checkpoint).") var signer: String?
         func run() throws {
             try guarded {
                 var expected: Checkpoint?
-                if let checkpoint { expected = try readCheckpoint(checkpoint, signer: signer) }
+                if let checkpoint {
+                    guard let signer else {
+                        throw Failure(description: "--checkpoint needs --signer ADDRESS: a checkpoint is worth what its signer is (anyone can sign one)", exitCode: Failure.usage)
+                    }
+                    expected = try readCheckpoint(checkpoint, signer: signer)
+                }
                 let r = try EmbeddedLedger.verify(path: try ledger.path, against: expected)
                 if r.incompleteTailBytes > 0 {
                     throw Failure(description: "entry \(r.entries) is incomplete (\(r.incompleteTailBytes) bytes; torn by a crash mid-append): `cce4 ledger repair` drops it", exitCode: Failure.dataError)
@@ -316,16 +321,24 @@ struct LedgerCommand: ParsableCommand {
         func run() throws {
             try guarded {
                 let l = try ledger.open()
-                let size = try checkpoint.map { try readCheckpoint($0, signer: nil).size } ?? l.count
+                var size = l.count
+                if let checkpoint {
+                    let cp = try readCheckpoint(checkpoint, signer: nil)
+                    guard cp.origin == l.origin else { throw Failure(description: "the checkpoint is of \(cp.origin), this ledger is \(l.origin)", exitCode: Failure.dataError) }
+                    guard cp.size <= l.count else { throw Failure(description: "the checkpoint has \(cp.size) entries; this ledger only \(l.count) (entries were dropped?)", exitCode: Failure.dataError) }
+                    size = cp.size
+                }
                 var out: [String: Any] = ["tree_size": size, "root": Data(l.tree.root(size: size)).base64EncodedString()]
                 switch (entry, old) {
                 case (let i?, nil):
+                    guard i < size else { throw Failure(description: "entry \(i) is not among the \(size) entries of the tree", exitCode: Failure.usage) }
                     out["type"] = "inclusion"; out["leaf_index"] = i
-                    out["leaf_hash"] = Hex.encode(l.tree.leafHash(i < l.count ? i : 0))
+                    out["leaf_hash"] = Hex.encode(l.tree.leafHash(i))
                     out["entry"] = Hex.encode(try l.entry(i).body)
                     out["path"] = try l.tree.inclusionProof(index: i, size: size).map { Hex.encode($0) }
                 case (nil, let o?):
                     let oldCP = try readCheckpoint(o, signer: nil)
+                    guard oldCP.origin == l.origin else { throw Failure(description: "the old checkpoint is of \(oldCP.origin), this ledger is \(l.origin)", exitCode: Failure.dataError) }
                     out["type"] = "consistency"; out["old_size"] = oldCP.size
                     out["path"] = try l.tree.consistencyProof(oldSize: oldCP.size, newSize: size).map { Hex.encode($0) }
                 default: throw Failure(description: "give --entry N or --old CHECKPOINT", exitCode: Failure.usage)
@@ -342,7 +355,7 @@ struct LedgerCommand: ParsableCommand {
         @Option(help: ArgumentHelp("The proof JSON.", valueName: "file")) var proof: String
         @Option(help: ArgumentHelp("The signed checkpoint the proof is against.", valueName: "file")) var checkpoint: String
         @Option(help: ArgumentHelp("For a consistency proof: the older signed checkpoint.", valueName: "file")) var old: String?
-        @Option(help: "The address that must have signed the checkpoints.") var signer: String?
+        @Option(help: "The address that must have signed the checkpoints: the log operator you trust.") var signer: String
         func run() throws {
             try guarded {
                 guard let d = FileManager.default.contents(atPath: proof),
@@ -395,5 +408,7 @@ func parseDuration(_ s: String) throws -> UInt64 {
     guard let u = s.last, let mul = units[u], let n = UInt64(s.dropLast()), n > 0 else {
         throw Failure(description: "'\(s)' is not a duration: use a number and s, m, h or d (e.g. 30d)", exitCode: Failure.usage)
     }
-    return n * mul
+    let (v, overflow) = n.multipliedReportingOverflow(by: mul)
+    guard !overflow else { throw Failure(description: "'\(s)' is too long a duration", exitCode: Failure.usage) }
+    return v
 }

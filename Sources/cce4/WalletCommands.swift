@@ -53,25 +53,38 @@ struct SignerOptions: ParsableArguments {
     /// The password bytes (the caller wipes them).
     func password(confirm: Bool = false) throws -> [UInt8] {
         if let f = passwordFile {
-            guard let d = FileManager.default.contents(atPath: f) else {
+            guard var d = FileManager.default.contents(atPath: f) else {
                 throw Failure(description: "cannot read password file \(f)", exitCode: Failure.noInput)
             }
             var b = Array(d)
-            if let nl = b.firstIndex(of: 10) { b.removeSubrange(nl...) }
-            if b.last == 13 { b.removeLast() }
+            d.withUnsafeMutableBytes { secureWipe($0) }
+            // Cut at the first line end, wiping what is cut (removal keeps the bytes in capacity).
+            let end = b.firstIndex(where: { $0 == 10 || $0 == 13 }) ?? b.count
+            for i in end..<b.count { b[i] = 0 }
+            b.removeSubrange(end...)
             return b
         }
+        // (The environment's copy cannot be wiped: prefer --password-file where it matters.)
         if let p = ProcessInfo.processInfo.environment["CCE4_WALLET_PASSWORD"] { return Array(p.utf8) }
-        guard isatty(0) == 1, let first = getpass("Keystore password: ") else {
+        guard isatty(0) == 1 else {
             throw Failure(description: "no password: pass --password-file FILE, set CCE4_WALLET_PASSWORD, or run on a terminal", exitCode: Failure.usage)
         }
-        let p = Array(String(cString: first).utf8)
+        let p = try prompt("Keystore password: ")
         if confirm {
-            guard let again = getpass("Repeat the password: "), Array(String(cString: again).utf8) == p else {
-                throw Failure(description: "the passwords differ; nothing was written", exitCode: Failure.usage)
-            }
+            var again = try prompt("Repeat the password: ")
+            defer { secureWipe(&again) }
+            guard again == p else { throw Failure(description: "the passwords differ; nothing was written", exitCode: Failure.usage) }
         }
         return p
+    }
+
+    /// getpass(3), copied out and its static buffer wiped.
+    private func prompt(_ text: String) throws -> [UInt8] {
+        guard let raw = getpass(text) else { throw Failure(description: "cannot read a password from the terminal", exitCode: Failure.usage) }
+        let n = strlen(raw)
+        let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self), count: n))
+        memset(raw, 0, n)
+        return bytes
     }
 
     func load() throws -> PrivateKey {
@@ -191,7 +204,7 @@ struct WalletCommand: ParsableCommand {
                 }
                 let m = try SIWEMessage(parsing: String(decoding: d, as: UTF8.self))
                 let t = try at.map(parseTime) ?? UInt64(Date().timeIntervalSince1970)
-                try m.verify(signature: Signature(hex: signature), at: Int64(t) * 1_000_000_000, domain: domain, nonce: nonce)
+                try m.verify(signature: Signature(hex: signature), at: SIWETime(unixSeconds: Int64(clamping: t)).nanoseconds, domain: domain, nonce: nonce)
                 print("valid: \(m.address) signs in to \(m.domain) (chain \(m.chainID), nonce \(m.nonce))")
             }
         }

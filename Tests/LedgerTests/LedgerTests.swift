@@ -83,7 +83,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         let dir = TempDir()
         let l = try EmbeddedLedger.create(path: dir.sub("l"))
         let owner = try key(1), alice = try key(2), bob = try key(3)
-        let t0: UInt64 = 1_900_000_000
+        let t0 = UInt64(Date().timeIntervalSince1970) - 1_000_000
         try l.append(.registerDataset(dataset: "aging", policyHash: policy), signer: owner, time: t0)
         try l.append(.registerVersion(dataset: "aging", root: root(1)), signer: owner, time: t0)
         try l.append(.setRental(dataset: "aging", rentalID: 1, user: alice.address, expires: t0 + 100), signer: owner, time: t0 + 10)
@@ -119,7 +119,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         let dir = TempDir()
         let l = try EmbeddedLedger.create(path: dir.sub("l"))
         let owner = try key(1), mallory = try key(4)
-        let t: UInt64 = 1_900_000_000
+        let t = UInt64(Date().timeIntervalSince1970) - 1_000_000
         try l.append(.registerDataset(dataset: "aging", policyHash: policy), signer: owner, time: t)
         func refused(_ op: Ledger.Operation, by k: PrivateKey, _ contains: String) {
             #expect { try l.append(op, signer: k, time: t) } throws: { e in
@@ -189,6 +189,9 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
             for _ in 0..<(1 + Int(g.next() % 3)) { b[Int(g.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: g.next() % 128) }
             if let (c, _) = try? Checkpoint.open(String(decoding: b, as: UTF8.self)) { #expect(c == cp) }
         }
+        // The key name must carry the EIP-55 address the key ID was made from.
+        let lowered = note.replacingOccurrences(of: owner.address.checksummed, with: owner.address.checksummed.lowercased())
+        #expect(throws: LedgerError.self) { try Checkpoint.open(lowered) }
         // A second signature (a witness) is fine; unknown key types are ignored.
         let cosigned = note + "— witness.example/abc AAAAAQ==\n"
         #expect(try Checkpoint.open(cosigned).signers == [owner.address])
@@ -200,9 +203,9 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
     static func make(_ path: String, entries n: Int) throws {
         let l = try EmbeddedLedger.create(path: path)
         let owner = try key(1), alice = try key(2)
-        let t: UInt64 = 1_900_000_000
+        let t = UInt64(Date().timeIntervalSince1970) - 1_000_000
         try l.append(.registerDataset(dataset: "aging", policyHash: policy), signer: owner, time: t)
-        try l.append(.setRental(dataset: "aging", rentalID: 1, user: alice.address, expires: t + 1000), signer: owner, time: t)
+        try l.append(.setRental(dataset: "aging", rentalID: 1, user: alice.address, expires: t + 2000), signer: owner, time: t)
         for i in 2..<n { try l.append(.audit(event: "job.run", dataset: "aging", payloadHash: root(UInt8(i % 256))), signer: alice, time: t + UInt64(i)) }
     }
 
@@ -225,6 +228,8 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
             var b = good; b[i] ^= UInt8(1 << (i % 8))
             try writeFile(bad, b)
             #expect(Self.caught(bad, expected: 12), "flip at byte \(i) went unnoticed")
+            // Nor does a writer take a flip for a torn append and cut it off.
+            #expect(throws: LedgerError.self, "a writer opened a file with byte \(i) flipped") { try EmbeddedLedger(path: bad, writable: true) }
         }
         // Record boundaries, to drop and swap whole entries.
         var bounds = [EmbeddedLedger.headerSize]
@@ -273,6 +278,51 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         }
         let kept = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".torn-") }
         #expect(kept.count == good.count - lastStart - 1, "each torn tail is kept beside its ledger")
+    }
+
+    /// Appends a raw record (a valid frame and hash around any entry) to a ledger file.
+    static func appendRaw(_ path: String, _ entry: Entry) throws {
+        var w = Writer(); w.u32(UInt32(entry.body.count)); w.raw(entry.body); w.raw(entry.leafHash)
+        try writeFile(path, try readFile(path) + w.bytes)
+    }
+
+    /// Hostile but well-framed entries: a huge index, a future date, a bad signature. Readers
+    /// refuse them without crashing, and an open ledger that meets one answers nothing.
+    @Test func hostileEntriesAreRefused() throws {
+        let dir = TempDir()
+        let path = dir.sub("l")
+        try Self.make(path, entries: 3)
+        let live = try EmbeddedLedger(path: path)
+        let alice = try key(2)
+        #expect(live.activeRental(dataset: "aging", user: alice.address, at: UInt64(Date().timeIntervalSince1970) - 999_000) != nil)
+        let good = try readFile(path)
+        let last = try live.entry(2)
+        let now = UInt64(Date().timeIntervalSince1970)
+        let cases: [(String, Entry)] = [
+            ("huge index", try Entry(index: 1 << 63, time: now, previous: last.leafHash, operation: .audit(event: "job.run", dataset: nil, payloadHash: root(1)), signer: alice)),
+            ("future date", try Entry(index: 3, time: now + 10_000_000, previous: last.leafHash, operation: .audit(event: "job.run", dataset: nil, payloadHash: root(1)), signer: alice)),
+            ("other signer", Entry(index: 3, time: now, previous: last.leafHash, actor: try key(1).address, operation: .audit(event: "job.run", dataset: nil, payloadHash: root(1)),
+                                   signature: try alice.signPersonal([1]))),
+        ]
+        for (name, e) in cases {
+            try writeFile(path, good)
+            try Self.appendRaw(path, e)
+            #expect(throws: LedgerError.self, "\(name)") { try EmbeddedLedger.verify(path: path) }
+            #expect(throws: LedgerError.self, "\(name)") { try EmbeddedLedger(path: path, writable: true) }
+        }
+        // The live reader meets the bad entry on refresh: it fails closed from then on.
+        #expect(throws: LedgerError.self) { try live.refresh() }
+        #expect(live.activeRental(dataset: "aging", user: alice.address, at: now - 999_000) == nil)
+        #expect(live.events(matching: EventFilter()).isEmpty)
+        #expect(throws: LedgerError.self) { try live.append(.audit(event: "job.run", dataset: nil, payloadHash: root(1)), signer: alice) }
+        // Appending a future-dated entry is refused up front.
+        try writeFile(path, good)
+        let w = try EmbeddedLedger(path: path, writable: true)
+        #expect(throws: LedgerError.self) { try w.append(.audit(event: "job.run", dataset: nil, payloadHash: root(1)), signer: alice, time: now + 10_000_000) }
+        // A tail of zeros (a power cut mid-append) is torn, not tampered: dropped.
+        try writeFile(path, good + [UInt8](repeating: 0, count: 100))
+        #expect(try EmbeddedLedger(path: path, writable: true).count == 3)
+        #expect(try readFile(path) == good)
     }
 
     @Test func fuzzedRecordsNeverCrash() throws {
@@ -425,6 +475,32 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         }
     }
 
+    /// Two `rent` commands at once make two rentals; neither takes the other's.
+    @Test func concurrentRentsMakeTwoRentals() throws {
+        let dir = TempDir()
+        let ledger = dir.sub("ledger")
+        let who = try Self.wallets(dir, ["owner", "a", "b"])
+        try Self.cli(["ledger", "init", "--ledger", ledger])
+        try Self.cli(["ledger", "dataset", "register", "--ledger", ledger, "--keystore", dir.sub("owner.json"), "--dataset", "aging", "--policy-hash", Hex.encode(policy)])
+        for round in 0..<3 {
+            let procs = try ["a", "b"].map { u -> Process in
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: Self.cce4)
+                p.arguments = ["ledger", "rent", "--ledger", ledger, "--keystore", dir.sub("owner.json"), "--dataset", "aging", "--user", who[u]!, "--for", "1d"]
+                p.environment = Self.env
+                p.standardOutput = FileHandle.nullDevice
+                try p.run()
+                return p
+            }
+            for p in procs { p.waitUntilExit(); #expect(p.terminationStatus == 0, "round \(round)") }
+        }
+        let l = try EmbeddedLedger(path: ledger)
+        #expect(l.state.rentals.count == 6)
+        #expect(l.state.rentals.values.allSatisfy { $0.history.count == 1 }, "no rental was given twice")
+        let now = UInt64(Date().timeIntervalSince1970)
+        for u in ["a", "b"] { #expect(try l.state.rentals.values.filter { $0.userOf(at: now) == (try Address(who[u]!)) }.count == 3) }
+    }
+
     @Test func cliErrorsAreClear() throws {
         let dir = TempDir()
         let ledger = dir.sub("ledger")
@@ -446,6 +522,23 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         var wrong = Self.env; wrong["CCE4_WALLET_PASSWORD"] = "nope"
         r = try run(Self.cce4, ["ledger", "end-rental", "--ledger", ledger, "--keystore", dir.sub("owner.json"), "--dataset", "aging", "--rental", "1"], environment: wrong)
         #expect(r.status == 77 && r.stderr.contains("wrong password"))
+        // Bad numbers and proofs of what is not there: usage errors, never crashes.
+        r = try Self.cli(["ledger", "rent", "--ledger", ledger, "--keystore", dir.sub("owner.json"), "--dataset", "aging", "--user", who["user"]!, "--for", "999999999999999999d"], ok: false)
+        #expect(r.status == 64)
+        r = try Self.cli(["ledger", "prove", "--ledger", ledger, "--entry", "99"], ok: false)
+        #expect(r.status == 64 && r.stderr.contains("not among"))
+        try writeFile(dir.sub("m"), Array("example.com wants you to sign in with your Ethereum account:\n\(who["user"]!)\n\n\nURI: https://example.com\nVersion: 1\nChain ID: 1\nNonce: 12345678\nIssued At: 2026-01-01T00:00:00Z".utf8))
+        let sm = try Self.cli(["wallet", "sign", "--keystore", dir.sub("user.json"), "--file", dir.sub("m")]).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        r = try Self.cli(["wallet", "siwe-verify", "--message-file", dir.sub("m"), "--signature", sm, "--at", "99999999999999999999"], ok: false)
+        #expect(r.status == 0 || r.status == 64 || r.status == 65, "no crash: \(r.status)")
+        r = try Self.cli(["wallet", "siwe-verify", "--message-file", dir.sub("m"), "--signature", sm, "--domain", "example.com"])
+        #expect(r.stdoutText.hasPrefix("valid: \(who["user"]!)"))
+        // A checkpoint is only as good as its signer: naming one is required.
+        try writeFile(dir.sub("cp"), Array(try Self.cli(["ledger", "checkpoint", "--ledger", ledger, "--keystore", dir.sub("user.json")]).stdout))
+        r = try Self.cli(["ledger", "verify", "--ledger", ledger, "--checkpoint", dir.sub("cp")], ok: false)
+        #expect(r.status == 64 && r.stderr.contains("--signer"))
+        r = try Self.cli(["ledger", "verify", "--ledger", ledger, "--checkpoint", dir.sub("cp"), "--signer", who["owner"]!], ok: false)
+        #expect(r.status == 65)
         // Sign and verify through the CLI, checked by eth-account.
         let sig = try Self.cli(["wallet", "sign", "--keystore", dir.sub("user.json"), "hello ledger"]).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
         try Self.cli(["wallet", "verify", "--address", who["user"]!, "--signature", sig, "hello ledger"])

@@ -328,6 +328,13 @@ func loadJSON(_ path: String) throws -> [String: [String: Any]] {
                            ("aes-128-ctr", "aes-256-gcm"), ("\"dklen\":32", "\"dklen\":64")] {
             #expect(throws: WalletError.self, "\(to)") { try Keystore.decrypt(Data(text.replacingOccurrences(of: from, with: to).utf8), password: [1]) }
         }
+        // Each scrypt parameter in range, their product not (1.9 GiB): refused at once.
+        let scrypt = try Keystore.encrypt(key, password: [1], kdf: .light)
+        let hostile = String(decoding: scrypt, as: UTF8.self).replacingOccurrences(of: "\"n\":4096", with: "\"n\":1048576")
+            .replacingOccurrences(of: "\"r\":8", with: "\"r\":15").replacingOccurrences(of: "\"p\":1", with: "\"p\":16")
+        let start = Date()
+        #expect(throws: WalletError.self) { try Keystore.decrypt(Data(hostile.utf8), password: [1]) }
+        #expect(Date().timeIntervalSince(start) < 1)
         var g = SeededGenerator(seed: 12)
         var opened = 0
         for _ in 0..<3000 {

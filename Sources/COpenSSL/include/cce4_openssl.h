@@ -73,22 +73,18 @@ void cce4_last_error(char *buf, size_t buf_len);
 /// scalar (EC_POINT_mul with the generator). 0 if the scalar is 0 or not below the order n.
 int cce4_secp256k1_pubkey(const uint8_t priv[32], uint8_t pub[65]);
 
-/// secp256k1 ECDSA over a 32-byte message hash with the caller's nonce `k` (the caller
-/// derives it by RFC 6979): r = (kG).x mod n, s = k^-1 (e + r d) mod n, then s is
-/// normalised to the lower half of the order (s > n/2 becomes n - s, flipping the
-/// recovery id), as Ethereum requires. Writes r || s (big-endian, 32 bytes each) and the
-/// recovery id 0..3 (bit 0: parity of R.y after normalisation; bit 1: R.x >= n).
-/// Returns 0 when k is unusable (0, >= n, or r or s came out 0): try the next k.
-int cce4_secp256k1_sign(const uint8_t priv[32], const uint8_t hash[32], const uint8_t k[32],
-                        uint8_t sig[64], int *recid);
+/// secp256k1 deterministic ECDSA (RFC 6979, HMAC-SHA256: the nonce eth-keys and
+/// libsecp256k1 derive, so signatures agree byte for byte) over a 32-byte message hash:
+/// r = (kG).x mod n, s = k^-1 (e + r d) mod n, then s normalised to the lower half of the
+/// order (s > n/2 becomes n - s, flipping the recovery id), as Ethereum requires. Writes
+/// r || s (big-endian, 32 bytes each) and the recovery id 0..3 (bit 0: parity of R.y after
+/// normalisation; bit 1: R.x >= n). Every intermediate holding key-derived bytes is cleansed.
+int cce4_secp256k1_sign(const uint8_t priv[32], const uint8_t hash[32], uint8_t sig[64], int *recid);
 
 /// secp256k1 public-key recovery (SEC 1 v2 §4.1.6): the key Q with which (r, s) over
 /// `hash` verifies, given the recovery id 0..3. 0 if r or s is 0 or >= n, if no curve
 /// point has that x, or if Q would be the point at infinity. Does not judge high s.
 int cce4_secp256k1_recover(const uint8_t hash[32], const uint8_t sig[64], int recid, uint8_t pub[65]);
-
-/// HMAC-SHA256 one-shot (HMAC()).
-int cce4_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len, uint8_t out[32]);
 
 /// scrypt (RFC 7914) via EVP_PBE_scrypt; `maxmem` bounds the memory it may use.
 int cce4_scrypt(const uint8_t *pass, size_t pass_len, const uint8_t *salt, size_t salt_len,
