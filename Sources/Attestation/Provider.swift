@@ -55,6 +55,9 @@ public struct ConfigfsTSMProvider: EvidenceProvider {
         try write(entry + "/inblob", reportData)
         emulator?(.wroteInblob, entry)
         let before = try generation(entry)
+        // A fresh entry has seen exactly one write, ours: anything else means another writer
+        // got in between, and the outblob could bind its data instead of ours.
+        guard before == 1 else { throw .provider("generation is \(before) after our one write to a fresh entry: another writer raced us") }
         let provider = String(decoding: try read(entry + "/provider"), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if let expectedProvider, provider != expectedProvider {
             throw .provider("configfs-tsm provider is \(provider), expected \(expectedProvider)")

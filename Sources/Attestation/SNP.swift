@@ -112,7 +112,9 @@ public enum SNPVerifier {
         guard key.verifyECDSA(hashBits: 384, message: b[0..<SNPReport.signedLength], r: r[...], s: s[...]) else {
             throw .failed(.reportSignature, "the report's signature does not verify with the VCEK/VLEK")
         }
-        guard report.version >= 2 else { throw .format("report version \(report.version)") }
+        // Versions whose layout this parser knows (2: Milan/Genoa, 3: + CPUID fields, 5: Turin);
+        // a future layout may move fields, so it is refused rather than misread.
+        guard [2, 3, 5].contains(report.version) else { throw .format("report version \(report.version) is not one this verifier knows (2, 3, 5)") }
         guard report.signatureAlgorithm == 1 else { throw .format("signature algorithm \(report.signatureAlgorithm) is not ECDSA P-384 with SHA-384") }
 
         // 3. The key is the one this chip at this TCB should have signed with.
@@ -133,7 +135,9 @@ public enum SNPVerifier {
         if !isVLEK {
             var hwid = key.extensionValue(amd + "4") ?? []
             if hwid.count == 66, hwid[0] == 0x04, hwid[1] == 0x40 { hwid = Array(hwid[2...]) }  // newer VCEKs wrap it in an OCTET STRING
-            guard hwid == report.chipID else { throw .failed(.endorsementKey, "the VCEK is for another chip (HWID ≠ CHIP_ID)") }
+            // Turin VCEKs carry an 8-byte HWID: the first 8 bytes of CHIP_ID (AMD's VCEK spec).
+            let chip = turin ? Array(report.chipID.prefix(8)) : report.chipID
+            guard hwid == chip else { throw .failed(.endorsementKey, "the VCEK is for another chip (HWID ≠ CHIP_ID)") }
         }
 
         return Claims(

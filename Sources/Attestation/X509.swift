@@ -85,13 +85,16 @@ enum ChainResult: Equatable {
 /// cce4_x509_verify_chain: `leaf` through `intermediates` to the one anchor `root` at `time`.
 func verifyChain(leaf: Certificate, intermediates: [Certificate], root: Certificate,
                  crls: [RevocationList], crlMode: CRLMode, at time: Date) -> ChainResult {
+    // A time OpenSSL cannot take (not finite, beyond Int64 seconds) verifies nothing.
+    let seconds = time.timeIntervalSince1970.rounded(.down)
+    guard seconds.isFinite, let when = Int64(exactly: seconds) else { return .invalid(code: 9, reason: "verification time out of range") }
     var error: Int32 = 0
     let untrusted: [OpaquePointer?] = intermediates.map { Optional($0.handle) }
     let crlHandles: [OpaquePointer?] = crls.map { Optional($0.handle) }
     let rc = untrusted.withUnsafeBufferPointer { u in
         crlHandles.withUnsafeBufferPointer { c in
             cce4_x509_verify_chain(leaf.handle, u.baseAddress, u.count, root.handle, c.baseAddress, c.count,
-                                   crlMode.rawValue, Int64(time.timeIntervalSince1970.rounded(.down)), &error)
+                                   crlMode.rawValue, when, &error)
         }
     }
     withExtendedLifetime((intermediates, crls)) {}

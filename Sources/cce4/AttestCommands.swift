@@ -186,7 +186,10 @@ private func hex(_ s: String, count: Int, _ option: String) throws -> [UInt8] {
 }
 
 private func parseTime(_ s: String) throws -> Date {
-    if s.hasPrefix("@"), let t = Double(s.dropFirst()) { return Date(timeIntervalSince1970: t) }
+    if s.hasPrefix("@") {
+        guard let t = Int64(s.dropFirst()) else { throw ValidationError("--at \(s): @ takes whole Unix seconds") }
+        return Date(timeIntervalSince1970: TimeInterval(t))
+    }
     let f = ISO8601DateFormatter()
     guard let d = f.date(from: s) else { throw ValidationError("--at \(s): use ISO 8601 (2023-06-20T00:00:00Z) or @UNIX_SECONDS") }
     return d
