@@ -88,6 +88,12 @@ public enum PolicyViolation: Sendable, Equatable, CustomStringConvertible {
     case revocationNotChecked
     /// The SNP VMPL is above the policy's maximum.
     case vmpl(UInt32)
+    /// No measurement allow-list, and the policy does not say any measurement will do.
+    case measurementNotPinned
+    /// No expected report data, and the policy does not say any will do.
+    case reportDataNotPinned
+    /// SEV-SNP evidence with no minimum TCB, and the policy does not say any TCB will do.
+    case snpTCBFloorNotSet
 
     public var description: String {
         switch self {
@@ -99,6 +105,9 @@ public enum PolicyViolation: Sendable, Equatable, CustomStringConvertible {
         case .minimumTCB: return "TCB version below the policy minimum"
         case .revocationNotChecked: return "revocation not checked (no CRLs in the collateral)"
         case .vmpl(let v): return "VMPL \(v) above the allowed maximum"
+        case .measurementNotPinned: return "no measurement allow-list (pass --measurement HEX; --any-measurement to accept any)"
+        case .reportDataNotPinned: return "no expected report data (pass --report-data HEX; --any-report-data to accept any)"
+        case .snpTCBFloorNotSet: return "no minimum SEV-SNP TCB (pass --min-snp-tcb; --any-snp-tcb to accept any)"
         }
     }
 }
@@ -106,10 +115,18 @@ public enum PolicyViolation: Sendable, Equatable, CustomStringConvertible {
 /// What a relying party accepts. Separate from cryptographic verification, so that
 /// "verifies, but refused by policy" is a result of its own.
 public struct Policy: Sendable {
-    /// Measurements (MRTD / MEASUREMENT) accepted; empty accepts any (only for inspection).
+    /// Measurements (MRTD / MEASUREMENT) accepted. Empty refuses everything unless
+    /// `allowAnyMeasurement`: an unpinned image proves nothing.
     public var allowedMeasurements: [[UInt8]] = []
-    /// The REPORTDATA the guest must have bound (e.g. the hash of its ephemeral key); nil: any.
+    /// Accept any measurement (inspection only).
+    public var allowAnyMeasurement = false
+    /// The REPORTDATA the guest must have bound (e.g. the hash of its ephemeral key). nil
+    /// refuses everything unless `allowAnyReportData`: unbound evidence can be replayed.
     public var expectedReportData: [UInt8]?
+    /// Accept any report data (inspection only).
+    public var allowAnyReportData = false
+    /// Accept SEV-SNP evidence at any TCB when `minimumSNPTCB` is nil (inspection only).
+    public var allowAnySNPTCB = false
     /// TCB statuses accepted (TDX). `notApplicable` is always accepted (SNP, simulated).
     public var acceptedTCBStatuses: Set<TCBStatus> = [.upToDate]
     /// SNP: the minimum REPORTED_TCB per component (bootloader, tee, snp, microcode); nil: any.
@@ -123,17 +140,30 @@ public struct Policy: Sendable {
     /// SNP: the highest VMPL accepted (0 is the most privileged level, where the guest kernel runs).
     public var maximumVMPL: UInt32 = 0
 
-    /// The default policy: no debug, no simulated evidence, UpToDate TCB, CRLs checked. It accepts
-    /// any measurement and report data, so a real relying party sets both.
+    /// The default policy: no debug, no simulated evidence, UpToDate TCB, CRLs checked, and
+    /// nothing accepted until the measurement, the report data and (SEV-SNP) a minimum TCB are
+    /// pinned or explicitly waived.
     public init() {}
+
+    /// Waives the three pins, for looking at evidence rather than trusting it.
+    public static var inspection: Policy {
+        var p = Policy()
+        p.allowAnyMeasurement = true; p.allowAnyReportData = true; p.allowAnySNPTCB = true
+        return p
+    }
 
     /// Evaluates every rule, in a fixed order, and returns all that fail.
     public func evaluate(_ c: Claims) -> Verdict {
         var v: [PolicyViolation] = []
         if c.simulated && !allowSimulated { v.append(.simulated) }
         if c.debug && !allowDebug { v.append(.debug) }
-        if !allowedMeasurements.isEmpty && !allowedMeasurements.contains(c.measurement) { v.append(.measurement) }
-        if let e = expectedReportData, e != c.reportData { v.append(.reportData) }
+        if allowedMeasurements.isEmpty {
+            if !allowAnyMeasurement { v.append(.measurementNotPinned) }
+        } else if !allowedMeasurements.contains(c.measurement) { v.append(.measurement) }
+        if let e = expectedReportData {
+            if e != c.reportData { v.append(.reportData) }
+        } else if !allowAnyReportData { v.append(.reportDataNotPinned) }
+        if c.platform == .sevSNP && minimumSNPTCB == nil && !allowAnySNPTCB { v.append(.snpTCBFloorNotSet) }
         if c.tcbStatus != .notApplicable && !acceptedTCBStatuses.contains(c.tcbStatus) { v.append(.tcbStatus(c.tcbStatus)) }
         if let min = minimumSNPTCB, c.platform == .sevSNP, let t = SNPTCB(claim: c.tcb), !t.meets(min) { v.append(.minimumTCB) }
         if requireRevocationCheck && !c.revocationChecked && !c.simulated { v.append(.revocationNotChecked) }

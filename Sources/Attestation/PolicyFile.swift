@@ -6,7 +6,7 @@ extension Policy {
     /// The keys a policy file may have.
     public static let fileKeys: Set<String> = [
         "measurements", "reportData", "acceptTCB", "minimumSNPTCB", "allowDebug", "allowSimulated",
-        "requireRevocationCheck", "maximumVMPL",
+        "requireRevocationCheck", "maximumVMPL", "anyMeasurement", "anyReportData", "anySNPTCB",
     ]
 
     /// Parses a policy file: a JSON object with any of `fileKeys`; absent keys keep the defaults.
@@ -62,6 +62,9 @@ extension Policy {
             minimumSNPTCB = SNPTCB(bootloader: UInt8(try int(m["bl"], "minimumSNPTCB.bl", max: 255)), tee: UInt8(try int(m["tee"], "minimumSNPTCB.tee", max: 255)),
                                    snp: UInt8(try int(m["snp"], "minimumSNPTCB.snp", max: 255)), microcode: UInt8(try int(m["ucode"], "minimumSNPTCB.ucode", max: 255)), fmc: fmc)
         }
+        if let b = try bool("anyMeasurement") { allowAnyMeasurement = b }
+        if let b = try bool("anyReportData") { allowAnyReportData = b }
+        if let b = try bool("anySNPTCB") { allowAnySNPTCB = b }
         if let b = try bool("allowDebug") { allowDebug = b }
         if let b = try bool("allowSimulated") { allowSimulated = b }
         if let b = try bool("requireRevocationCheck") { requireRevocationCheck = b }

@@ -39,10 +39,10 @@ struct AttestCommand: ParsableCommand {
         @Option(help: ArgumentHelp("A policy file (JSON, see docs/attestation.md); the options below add to it.", valueName: "file"))
         var policy: String?
 
-        @Option(name: .customLong("measurement"), help: ArgumentHelp("An allowed MRTD / MEASUREMENT (96 hex digits); repeatable. Default: any.", valueName: "hex"))
+        @Option(name: .customLong("measurement"), help: ArgumentHelp("An allowed MRTD / MEASUREMENT (96 hex digits); repeatable. Required unless --any-measurement.", valueName: "hex"))
         var measurements: [String] = []
 
-        @Option(help: ArgumentHelp("The REPORTDATA the guest must have bound (128 hex digits). Default: any.", valueName: "hex"))
+        @Option(help: ArgumentHelp("The REPORTDATA the guest must have bound (128 hex digits). Required unless --any-report-data.", valueName: "hex"))
         var reportData: String?
 
         @Option(name: .customLong("accept-tcb"), help: ArgumentHelp("A TDX TCB status to accept (UpToDate, SWHardeningNeeded, …); repeatable. Default: UpToDate.", valueName: "status"))
@@ -50,6 +50,15 @@ struct AttestCommand: ParsableCommand {
 
         @Option(help: ArgumentHelp("SEV-SNP minimum TCB, as bl=N,tee=N,snp=N,ucode=N.", valueName: "tcb"))
         var minSnpTcb: String?
+
+        @Flag(help: "Accept any measurement (to inspect evidence, not to trust it).")
+        var anyMeasurement = false
+
+        @Flag(help: "Accept any report data (to inspect evidence, not to trust it).")
+        var anyReportData = false
+
+        @Flag(help: "Accept SEV-SNP evidence at any TCB when no --min-snp-tcb is given.")
+        var anySnpTcb = false
 
         @Flag(help: "Accept debuggable guests (never in production).")
         var allowDebug = false
@@ -70,6 +79,9 @@ struct AttestCommand: ParsableCommand {
                 }
                 do { p = try Policy(json: Array(data)) } catch { throw Failure(description: "--policy \(policy): \(error)", exitCode: Failure.usage) }
             }
+            if anyMeasurement { p.allowAnyMeasurement = true }
+            if anyReportData { p.allowAnyReportData = true }
+            if anySnpTcb { p.allowAnySNPTCB = true }
             if allowDebug { p.allowDebug = true }
             if allowSimulated { p.allowSimulated = true }
             if allowNoCrl { p.requireRevocationCheck = false }

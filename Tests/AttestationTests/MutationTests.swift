@@ -33,7 +33,7 @@ struct MutationTests {
             let q = try Fixtures.bytes(name)
             let quote = try TDXQuote(q)
             let verify = { (b: [UInt8]) throws(AttestationError) in
-                _ = try AttestationVerifier.verify(b, collateral: .tdx(col), policy: Policy(), at: Fixtures.tdxTime)
+                _ = try AttestationVerifier.verify(b, collateral: .tdx(col), policy: .inspection, at: Fixtures.tdxTime)
             }
             // Version and key type decide the layout, so flipping them is a format error.
             flips("\(name) signed [0,\(quote.signedLength))", q, Array(0..<quote.signedLength), expect: .quoteSignature,
@@ -74,7 +74,7 @@ struct MutationTests {
             let verify = { (b: [UInt8]) throws(AttestationError) in
                 var c = base
                 if key == "tcbInfo" { c.tcbInfo = b } else { c.qeIdentity = b }
-                _ = try AttestationVerifier.verify(q, collateral: .tdx(c), policy: Policy(), at: Fixtures.tdxTime)
+                _ = try AttestationVerifier.verify(q, collateral: .tdx(c), policy: .inspection, at: Fixtures.tdxTime)
             }
             // JSON punctuation flips can break the document's structure: a collateral format error.
             // (before or after the flip).
@@ -108,7 +108,7 @@ struct MutationTests {
                 m[i] ^= UInt8(1) << UInt8(i % 8)
                 var c = base
                 if which == "pck_crl" { c.pckCRL = m } else { c.rootCRL = m }
-                let got = failedCheck { _ = try AttestationVerifier.verify(q, collateral: .tdx(c), policy: Policy(), at: Fixtures.tdxTime) }
+                let got = failedCheck { _ = try AttestationVerifier.verify(q, collateral: .tdx(c), policy: .inspection, at: Fixtures.tdxTime) }
                 if got == .collateral { unparsable += 1; continue }
                 if got != .revocation { Issue.record("\(which) byte \(i): \(String(describing: got))"); return }
             }
@@ -153,7 +153,7 @@ struct MutationTests {
     func simulated() throws {
         let key = try SimulatedKey()
         let e = try SimulatedProvider(key: key, measurement: [UInt8](repeating: 7, count: 48)).evidence(reportData: [UInt8](repeating: 1, count: 64))
-        var p = Policy()
+        var p = Policy.inspection
         p.allowSimulated = true
         let verify = { (m: [UInt8]) throws(AttestationError) in _ = try AttestationVerifier.verify(m, collateral: .none, policy: p, at: Date()) }
         flips("simulated signed [0,184)", e.outblob, Array(0..<184), expect: .reportSignature, alsoOK: [.format], alsoAt: Set(0..<8), verify)
@@ -167,7 +167,7 @@ struct MutationTests {
         let end = try TDXQuote(q).pckChain.upperBound  // the 39 bytes after it are unsigned padding
         var n = 0
         for len in 0..<end {
-            let got = failedCheck { _ = try AttestationVerifier.verify(Array(q[0..<len]), collateral: .tdx(col), policy: Policy(), at: Fixtures.tdxTime) }
+            let got = failedCheck { _ = try AttestationVerifier.verify(Array(q[0..<len]), collateral: .tdx(col), policy: .inspection, at: Fixtures.tdxTime) }
             if got == nil { Issue.record("TDX prefix of \(len) bytes verified"); break }
             n += 1
         }
@@ -177,7 +177,7 @@ struct MutationTests {
             let m = len <= snp.count ? Array(snp[0..<len]) : snp + [UInt8](repeating: 0, count: len - snp.count)
             #expect(failedCheck { _ = try AttestationVerifier.verify(m, collateral: .snp(sc), policy: Fixtures.snpPolicy, at: Fixtures.snpTime) } == .format, "\(len)")
         }
-        #expect(failedCheck { _ = try AttestationVerifier.verify(q + [UInt8](repeating: 0, count: 70_000), collateral: .tdx(col), policy: Policy(), at: Fixtures.tdxTime) } == .format)
+        #expect(failedCheck { _ = try AttestationVerifier.verify(q + [UInt8](repeating: 0, count: 70_000), collateral: .tdx(col), policy: .inspection, at: Fixtures.tdxTime) } == .format)
         #expect(failedCheck { _ = try TDXQuote([UInt8](repeating: 0xff, count: 5000)) } == .format)
         Tally.add("TDX truncations ×\(n)")
     }
@@ -202,7 +202,7 @@ struct MutationTests {
                 if m.isEmpty { break }
             }
             let col: CollateralSource = AttestationVerifier.detect(m) == .sevSNP ? .snp(snp) : .tdx(tdx)
-            _ = failedCheck { _ = try AttestationVerifier.verify(m, collateral: col, policy: Policy(), at: Fixtures.tdxTime) }
+            _ = failedCheck { _ = try AttestationVerifier.verify(m, collateral: col, policy: .inspection, at: Fixtures.tdxTime) }
         }
         // Random bytes through the JSON span scanner, the DER reader and the PEM splitter.
         for _ in 0..<3000 {

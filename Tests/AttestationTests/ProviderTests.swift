@@ -81,10 +81,13 @@ struct ProviderTests {
         let measurement = [UInt8](repeating: 0x42, count: 48), data = Array(0..<64).map { UInt8($0) }
         let e = try SimulatedProvider(key: key, measurement: measurement).evidence(reportData: data)
         #expect(e.outblob.count == 248 && AttestationVerifier.detect(e.outblob) == .simulated)
-        let refused = try AttestationVerifier.verify(e.outblob, collateral: .none, policy: Policy(), at: Date())
+        let refused = try AttestationVerifier.verify(e.outblob, collateral: .none, policy: .inspection, at: Date())
+        // The default policy refuses it on every count: simulated, and nothing pinned.
+        let byDefault = try AttestationVerifier.verify(e.outblob, collateral: .none, policy: Policy(), at: Date())
+        #expect(byDefault.verdict == .refused([.simulated, .measurementNotPinned, .reportDataNotPinned]))
         #expect(refused.claims.simulated && refused.claims.measurement == measurement && refused.claims.reportData == data)
         #expect(refused.verdict == .refused([.simulated]))
-        var p = Policy()
+        var p = Policy.inspection
         p.allowSimulated = true
         p.allowedMeasurements = [measurement]
         p.expectedReportData = data

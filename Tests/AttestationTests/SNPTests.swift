@@ -20,7 +20,7 @@ struct SNPTests {
         #expect(c.tcb == "bl=3 tee=0 snp=8 ucode=115")
         #expect(r.verdict == .accepted)
         // The default policy wants revocation checked; the test evidence has no AMD CRL.
-        #expect(try verify(b, try Fixtures.snpCollateral(), policy: Policy()).verdict == .refused([.revocationNotChecked]))
+        #expect(try verify(b, try Fixtures.snpCollateral(), policy: .inspection).verdict == .refused([.revocationNotChecked]))
         var p = Fixtures.snpPolicy
         p.minimumSNPTCB = SNPTCB(bootloader: 3, tee: 0, snp: 9, microcode: 115)
         #expect(try verify(b, try Fixtures.snpCollateral(), policy: p).verdict == .refused([.minimumTCB]))
@@ -52,10 +52,10 @@ struct SNPTests {
         let b = try Fixtures.bytes(Fixtures.snpReport)
         var c = try Fixtures.snpCollateral()
         c.crl = [0x30, 0x03, 0x02, 0x01, 0x00]
-        #expect(failedCheck { _ = try verify(b, c, policy: Policy()) } == .collateral)
+        #expect(failedCheck { _ = try verify(b, c, policy: .inspection) } == .collateral)
         // Intel's root CRL is a valid CRL, but not the ARK's: no CRL for the ASK.
         c.crl = try Fixtures.bytes("tdx/rootcrl.der")
-        #expect(failedCheck { _ = try verify(b, c, policy: Policy()) } == .revocation)
+        #expect(failedCheck { _ = try verify(b, c, policy: .inspection) } == .revocation)
     }
 
     @Test("collateral directory: vcek.der and cert_chain.pem")

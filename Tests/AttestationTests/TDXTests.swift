@@ -6,7 +6,7 @@ import Testing
 
 @Suite("TDX quotes")
 struct TDXTests {
-    func verify(_ quote: [UInt8], _ c: TDXCollateral? = nil, at: Date = Fixtures.tdxTime, policy: Policy = Policy()) throws(AttestationError) -> AttestationResult {
+    func verify(_ quote: [UInt8], _ c: TDXCollateral? = nil, at: Date = Fixtures.tdxTime, policy: Policy = .inspection) throws(AttestationError) -> AttestationResult {
         let col: TDXCollateral
         do { col = try c ?? Fixtures.tdxCollateral() } catch { throw .collateral("fixture") }
         return try AttestationVerifier.verify(quote, collateral: .tdx(col), policy: policy, at: at)
@@ -26,7 +26,7 @@ struct TDXTests {
         // Intel's algorithm finds no level, so the status is NotSupported, and the default policy refuses it.
         #expect(c.tcbStatus == .notSupported)
         #expect(r.verdict == .refused([.tcbStatus(.notSupported)]))
-        var lenient = Policy()
+        var lenient = Policy.inspection
         lenient.acceptedTCBStatuses = [.upToDate, .notSupported]
         lenient.allowedMeasurements = [c.measurement]
         lenient.expectedReportData = c.reportData
@@ -41,7 +41,7 @@ struct TDXTests {
         let r = try verify(q)
         #expect(r.claims.debug && r.claims.tcbStatus == .upToDate && r.claims.revocationChecked)
         #expect(r.verdict == .refused([.debug]))
-        var p = Policy()
+        var p = Policy.inspection
         p.allowDebug = true
         #expect(try verify(q, policy: p).verdict == .accepted)
     }
@@ -115,7 +115,7 @@ struct TDXTests {
     func collateralDirectory() throws {
         let d = try Fixtures.collateralDir(Fixtures.tdxLinks)
         let c = try TDXCollateral.load(directory: d.path)
-        let r = try AttestationVerifier.verify(try Fixtures.bytes(Fixtures.debugQuote), collateral: .tdx(c), policy: Policy(), at: Fixtures.tdxTime)
+        let r = try AttestationVerifier.verify(try Fixtures.bytes(Fixtures.debugQuote), collateral: .tdx(c), policy: .inspection, at: Fixtures.tdxTime)
         #expect(r.verdict == .refused([.debug]))
         let empty = TempDir()
         #expect(throws: AttestationError.missingCollateral("\(empty.path)/tcb_info.json is missing")) { try TDXCollateral.load(directory: empty.path) }

@@ -24,7 +24,9 @@ struct AttestCLITests {
     func tdxQuotes() throws {
         let c = try collateral(tdx)
         let prod = try run(bin, ["attest", "verify", data + "/tdx/tdx_prod_quote_SPR_E4.dat", "--collateral", c.path, "--at", "2023-06-20T00:00:00Z",
-                                 "--accept-tcb", "UpToDate", "--accept-tcb", "NotSupported"])
+                                 "--accept-tcb", "UpToDate", "--accept-tcb", "NotSupported",
+                                 "--measurement", "6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb",
+                                 "--report-data", "6c62dec1b8191749a31dab490be532a35944dea47caef1f980863993d9899545eb7406a38d1eed313b987a467dacead6f0c87a6d766c66f6f29f8acb281f1113"])
         #expect(prod.status == 0, "\(prod.stdoutText) \(prod.stderr)")
         #expect(prod.stdoutText.contains("platform:                Intel TDX\n"))
         #expect(prod.stdoutText.contains("mrtd:                    6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb\n"))
@@ -32,7 +34,7 @@ struct AttestCLITests {
         #expect(prod.stdoutText.contains("revocation:              checked (CRLs)\n"))
         #expect(prod.stdoutText.hasSuffix("verdict:                 ACCEPTED\n"))
 
-        let debug = try run(bin, ["attest", "verify", data + "/tdx/trustee_tdx_quote_4_debug.dat", "--collateral", c.path, "--at", "@1687219200"])
+        let debug = try run(bin, ["attest", "verify", data + "/tdx/trustee_tdx_quote_4_debug.dat", "--collateral", c.path, "--at", "@1687219200", "--any-measurement", "--any-report-data"])
         #expect(debug.status == 1)
         #expect(debug.stdoutText.contains("debug:                   YES\n") && debug.stdoutText.contains("tcb_status:              UpToDate\n"))
         #expect(debug.stdoutText.hasSuffix("verdict:                 REFUSED by policy: the guest is debuggable (debug attribute/policy bit set)\n"))
@@ -54,7 +56,11 @@ struct AttestCLITests {
     @Test("SEV-SNP: the Milan report is accepted; the debug one refused; an invalid VCEK fails")
     func snpReports() throws {
         let c = try collateral(["vcek.der": "snp/trustee_test-vcek.der", "cert_chain.pem": "snp/ask_ark_milan.pem"])
-        let ok = try run(bin, ["attest", "verify", data + "/snp/trustee_test-report.bin", "--collateral", c.path, "--at", "2024-01-01T00:00:00Z", "--allow-no-crl"])
+        // Unpinned, the default policy refuses it: an unpinned image and unbound report data prove nothing.
+        let unpinned = try run(bin, ["attest", "verify", data + "/snp/trustee_test-report.bin", "--collateral", c.path, "--at", "2024-01-01T00:00:00Z", "--allow-no-crl"])
+        #expect(unpinned.status == 1 && unpinned.stdoutText.contains("no measurement allow-list") && unpinned.stdoutText.contains("no minimum SEV-SNP TCB"))
+        let ok = try run(bin, ["attest", "verify", data + "/snp/trustee_test-report.bin", "--collateral", c.path, "--at", "2024-01-01T00:00:00Z", "--allow-no-crl",
+                                "--any-measurement", "--any-report-data", "--min-snp-tcb", "bl=3,tee=0,snp=8,ucode=115"])
         #expect(ok.status == 0, "\(ok.stdoutText) \(ok.stderr)")
         #expect(ok.stdoutText.contains("platform:                AMD SEV-SNP\n") && ok.stdoutText.contains("tcb:                     bl=3 tee=0 snp=8 ucode=115\n"))
         let strict = try run(bin, ["attest", "verify", data + "/snp/trustee_test-report.bin", "--collateral", c.path, "--at", "2024-01-01T00:00:00Z"])
@@ -75,10 +81,10 @@ struct AttestCLITests {
         let d = TempDir("cce4-attest")
         let quote = data + "/tdx/tdx_prod_quote_SPR_E4.dat"
         let mrtd = "6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb"
-        try writeFile(d.sub("ok.json"), Array(#"{"measurements": ["\#(mrtd)"], "acceptTCB": ["UpToDate", "NotSupported"]}"#.utf8))
+        try writeFile(d.sub("ok.json"), Array(#"{"measurements": ["\#(mrtd)"], "anyReportData": true, "acceptTCB": ["UpToDate", "NotSupported"]}"#.utf8))
         let ok = try run(bin, ["attest", "verify", quote, "--collateral", c.path, "--at", "2023-06-20T00:00:00Z", "--policy", d.sub("ok.json")])
         #expect(ok.status == 0, "\(ok.stdoutText) \(ok.stderr)")
-        try writeFile(d.sub("other.json"), Array(#"{"measurements": ["\#(String(repeating: "00", count: 48))"], "acceptTCB": ["NotSupported"]}"#.utf8))
+        try writeFile(d.sub("other.json"), Array(#"{"measurements": ["\#(String(repeating: "00", count: 48))"], "anyReportData": true, "acceptTCB": ["NotSupported"]}"#.utf8))
         let other = try run(bin, ["attest", "verify", quote, "--collateral", c.path, "--at", "2023-06-20T00:00:00Z", "--policy", d.sub("other.json")])
         #expect(other.status == 1 && other.stdoutText.hasSuffix("REFUSED by policy: measurement not on the allow-list\n"))
         try writeFile(d.sub("bad.json"), Array(#"{"allow_debug": true}"#.utf8))
@@ -98,7 +104,7 @@ struct AttestCLITests {
         #expect(stat(d.sub("sim.key"), &st) == 0 && st.st_mode & 0o777 == 0o600)
         let refused = try run(bin, ["attest", "verify", d.sub("report.bin")])
         #expect(refused.status == 1 && refused.stdoutText.contains("SIMULATED") && refused.stdoutText.contains("simulated evidence is not allowed"))
-        let ok = try run(bin, ["attest", "verify", d.sub("report.bin"), "--allow-simulated", "--report-data", rd])
+        let ok = try run(bin, ["attest", "verify", d.sub("report.bin"), "--allow-simulated", "--report-data", rd, "--any-measurement"])
         #expect(ok.status == 0 && ok.stdoutText.contains("platform:                simulated (SIMULATED"))
     }
 }
