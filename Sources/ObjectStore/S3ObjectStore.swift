@@ -162,8 +162,9 @@ public final class S3ObjectStore: ObjectStore {
         let full = fullKey(key)
         let r = try send(HTTPRequest(method: "HEAD", url: requestURL(full)), key: key.rawValue, "head")
         guard r.status == 200 else {
-            // HEAD responses carry no body: ask again with a GET of one byte for S3's reason.
-            if r.status == 403 || r.status == 400 {
+            // HEAD responses carry no body: ask again with a GET of one byte for S3's reason
+            // (a wrong signature, a missing bucket rather than a missing object).
+            if r.status == 403 || r.status == 400 || r.status == 404 {
                 let probe = try send(HTTPRequest(method: "GET", url: requestURL(full), headers: [("Range", "bytes=0-0")]), key: key.rawValue, "head")
                 if !(200..<300).contains(probe.status) { throw error(probe, key: key.rawValue, "head") }
             }
