@@ -424,3 +424,72 @@ struct S3MountTests {
         #expect(p.status == 77 && p.stderr.contains("refused the credentials") && !p.stderr.contains("wrong-secret"), "\(p.status): \(p.stderr)")
     }
 }
+
+/// A 200 MiB file packed in 4 MiB parts on the test server, read through a fault-injecting
+/// proxy (built once).
+final class FaultFixture: @unchecked Sendable {
+    static let shared: FaultFixture = try! FaultFixture()
+    let dir = TempDir("cce4-faults")
+    let store: String
+    let root: String
+    let sha256: String
+    var key: String { dir.sub("k") }
+
+    init() throws {
+        let server = S3TestServer.shared
+        try writeFile(dir.sub("src/data/big.bin"), try randomBytes(200 << 20))
+        try writeFile(dir.sub("src/data/small.txt"), Array("small and cached\n".utf8))
+        sha256 = String(try shell("sha256sum < '\(dir.sub("src/data/big.bin"))'").stdoutText.prefix(64))
+        store = server.freshURL("faults")
+        root = try packWithCLI(source: dir.sub("src"), store: store, dataset: "f", keyFile: dir.sub("k"),
+                               extra: server.cliOptions + ["--part-size", String(4 << 20)])
+        try FileManager.default.removeItem(atPath: dir.sub("src/data/big.bin"))
+    }
+
+    /// Mounts through `proxy` with short timeouts and enough retries for a 30 % fault rate.
+    func mount(_ name: String, through proxy: FaultProxy, options: [String]) throws -> TestMount {
+        try TestMount(store: store, mountpoint: dir.sub(name), dataset: "f", root: root, keyFile: key,
+                      extra: ["s3_endpoint=\(proxy.endpoint)", "s3_credentials_file=\(S3TestServer.shared.credentialsFile)"] + options)
+    }
+}
+
+@Suite("cce4fs over a faulty network (fault-injecting proxy)", .serialized)
+struct S3FaultTests {
+    @Test("a full read of a 200 MiB file returns the exact bytes while the proxy injects each fault class",
+          arguments: [("reset", 0.2), ("500", 0.2), ("503", 0.2), ("stall", 0.1), ("truncate", 0.2)])
+    func faults(_ fault: String, _ rate: Double) throws {
+        let fx = FaultFixture.shared
+        let proxy = try FaultProxy(upstream: S3TestServer.shared.endpoint, fault: fault, rate: rate, stallSeconds: 3, seed: 42)
+        let m = try fx.mount("m-\(fault)", through: proxy, options: ["s3_retries=12", "s3_stall_timeout=1", "s3_connect_timeout=2"])
+        defer { m.unmount() }
+        let sum = try shell("sha256sum < '\(m.path)/data/big.bin'")
+        #expect(sum.status == 0, "\(sum.stderr)")
+        #expect(String(sum.stdoutText.prefix(64)) == fx.sha256, "\(fault): the bytes differ")
+        m.unmount()
+        let counts = proxy.stop()
+        #expect(counts.faults > 0 && counts.requests > 40, "\(fault): \(counts.faults) faults in \(counts.requests) requests")
+        let share = Double(counts.faults) / Double(max(1, counts.requests))
+        #expect(share >= rate / 2 && share <= rate * 2, "\(fault): injected \(counts.faults) of \(counts.requests)")
+    }
+
+    @Test("server gone: reads fail with EIO within the configured retry time; the mount stays up and cached directories list")
+    func serverGone() throws {
+        let fx = FaultFixture.shared
+        let proxy = try FaultProxy(upstream: S3TestServer.shared.endpoint, fault: "none", rate: 0)
+        let m = try fx.mount("m-gone", through: proxy, options: ["s3_retries=5", "s3_retry_time=3", "s3_connect_timeout=1"])
+        defer { m.unmount() }
+        #expect(try shell("ls '\(m.path)/data'").stdoutText == "big.bin\nsmall.txt\n")
+        #expect(try readFile(m.path + "/data/small.txt") == Array("small and cached\n".utf8))
+        proxy.stop()
+        let start = Date()
+        let (_, e) = preadAll(m.path + "/data/big.bin", 150 << 20, 4096)
+        let took = Date().timeIntervalSince(start)
+        #expect(e == EIO, "errno \(e)")
+        #expect(took < 3 + 5, "EIO after \(took) s")
+        // The mount is still up and answers from its caches.
+        #expect(try shell("ls '\(m.path)/data'").stdoutText == "big.bin\nsmall.txt\n")
+        var st = stat()
+        #expect(stat(m.path + "/data/big.bin", &st) == 0 && st.st_size == 200 << 20)
+        #expect((try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(m.path + " "))
+    }
+}

@@ -257,3 +257,48 @@ public final class S3TestServer: @unchecked Sendable {
         return env
     }
 }
+
+/// The fault-injecting proxy (scripts/s3_fault_proxy.py) in front of an S3 endpoint: it
+/// forwards requests and, for a fraction of them, resets, answers 500 or 503 SlowDown,
+/// stalls, or cuts the body short. `stop()` ends it (the server is then gone) and returns
+/// how many requests it saw and how many it broke.
+public final class FaultProxy: @unchecked Sendable {
+    public let endpoint: String
+    private let process: Process
+    private let input: Pipe
+    private let errors: Pipe
+
+    public init(upstream: String, fault: String, rate: Double, stallSeconds: Double = 3, seed: Int = 1) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Repo.python)
+        p.arguments = [Repo.root + "/scripts/s3_fault_proxy.py", upstream, fault, String(rate), "--stall", String(stallSeconds), "--seed", String(seed)]
+        let out = Pipe(), input = Pipe(), errors = Pipe()
+        p.standardOutput = out; p.standardInput = input; p.standardError = errors
+        try p.run()
+        var line = Data()
+        while true {
+            let b = out.fileHandleForReading.readData(ofLength: 1)
+            if b.isEmpty || b == Data([0x0a]) { break }
+            line.append(b)
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: line) as? [String: String], let e = obj["endpoint"] else {
+            p.terminate()
+            throw S3TestServer.StartFailure(description: "s3_fault_proxy.py did not start: " + String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self))
+        }
+        endpoint = e; process = p; self.input = input; self.errors = errors
+    }
+
+    /// Stops the proxy; returns (requests, faults injected).
+    @discardableResult
+    public func stop() -> (requests: Int, faults: Int) {
+        guard process.isRunning else { return (0, 0) }
+        try? input.fileHandleForWriting.close()
+        let text = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let last = String(decoding: text, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
+        let obj = (try? JSONSerialization.jsonObject(with: Data(last.utf8))) as? [String: Int]
+        return (obj?["requests"] ?? 0, obj?["faults"] ?? 0)
+    }
+
+    deinit { stop() }
+}
