@@ -217,7 +217,7 @@ public enum ObjectStores {
             return try FileObjectStore(root: path, create: create)
         }
         if url.hasPrefix("s3://") {
-            return S3ObjectStore(config: try S3Config.resolve(url: url, options: s3, environment: environment))
+            return try S3ObjectStore(config: try S3Config.resolve(url: url, options: s3, environment: environment))
         }
         throw ObjectStoreError(.invalidURL, key: nil, "'\(url)' is not a store URL; use file://DIR or s3://BUCKET/PREFIX")
     }

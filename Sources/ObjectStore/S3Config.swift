@@ -31,6 +31,16 @@ public struct S3Options: Sendable {
     public var uploadPartSize: Int = 8 << 20
     /// Easy handles (each keeps its own connection alive) kept for reuse.
     public var maxIdleConnections: Int = 32
+    /// Reads are fetched and cached in blocks of this many bytes (0: no block cache, one
+    /// ranged GET per read).
+    public var blockSize: Int = 1 << 20
+    /// Memory for cached and in-flight ciphertext blocks.
+    public var cacheMemory: Int = 128 << 20
+    /// The readahead window: it starts at one block on sequential reads and doubles up to this.
+    public var readaheadMax: Int = 16 << 20
+    /// A directory for an on-disk cache of ciphertext blocks (nil: none), and its size limit.
+    public var diskCacheDirectory: String?
+    public var diskCacheLimit: Int64 = 1 << 30
 
     public init() {}
 }

@@ -11,11 +11,23 @@ public final class S3ObjectStore: ObjectStore {
     public let config: S3Config
     public var url: String { config.url }
     let client: CurlClient
+    /// Ciphertext blocks of open readers (nil when blockSize is 0).
+    let cache: BlockCache?
 
-    public init(config: S3Config) {
+    public init(config: S3Config) throws(ObjectStoreError) {
         self.config = config
         client = CurlClient(region: config.region, credentials: config.credentials, options: config.options)
+        let o = config.options
+        if o.blockSize > 0 {
+            let disk = try o.diskCacheDirectory.map { d throws(ObjectStoreError) in try DiskBlockCache(directory: d, limit: o.diskCacheLimit) }
+            cache = BlockCache(blockSize: o.blockSize, budget: o.cacheMemory, disk: disk)
+        } else {
+            cache = nil
+        }
     }
+
+    /// Block cache hits, misses, prefetches started, and bytes held (tests, logs).
+    public var cacheStatistics: (hits: Int, misses: Int, prefetches: Int, cachedBytes: Int, pendingBytes: Int)? { cache?.statistics }
 
     /// Requests sent and retried so far (tests, logs).
     public var requestCounts: (requests: Int, retries: Int) { client.stats.withLock { $0 } }
@@ -236,24 +248,72 @@ public final class S3ObjectStore: ObjectStore {
     }
 }
 
-/// One version of one S3 object: ranged GETs with If-Match on the ETag seen at open.
+/// One version of one S3 object: ranged GETs with If-Match on the ETag seen at open, through
+/// the store's block cache with a readahead window that grows on sequential reads.
 final class S3ObjectReader: ObjectReader {
     let store: S3ObjectStore
     let key: ObjectKey
     let size: Int64
     let etag: String
+    let readahead: Mutex<Readahead>
 
     init(store: S3ObjectStore, key: ObjectKey, size: Int64, etag: String) {
         self.store = store; self.key = key; self.size = size; self.etag = etag
+        let bs = Int64(max(1, store.config.options.blockSize))
+        readahead = Mutex(Readahead(initial: bs, maximum: Int64(store.config.options.readaheadMax)))
+    }
+
+    /// One ranged GET of exactly `buffer.count` bytes at `offset`, pinned to the ETag.
+    func fetch(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) {
+        let r = try store.read(key, at: offset, into: buffer, ifMatch: etag)
+        guard r.objectSize == size else { throw ObjectStoreError(.preconditionFailed, key: key.rawValue, "the object changed size since it was opened") }
+        guard r.count == buffer.count else { throw ObjectStoreError(.io, key: key.rawValue, "short read: \(r.count) of \(buffer.count) bytes") }
+    }
+
+    func blockID(_ i: Int64) -> BlockID { BlockID(key: store.fullKey(key), etag: etag, index: i) }
+
+    func blockLength(_ i: Int64, _ bs: Int64) -> Int { Int(min(bs, size - i * bs)) }
+
+    @Sendable func fetchBlock(_ i: Int64, _ bs: Int64) throws(ObjectStoreError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: blockLength(i, bs))
+        var failure: ObjectStoreError?
+        out.withUnsafeMutableBytes { b in
+            do throws(ObjectStoreError) { try fetch(at: i * bs, into: b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return out
     }
 
     func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int {
         guard offset >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "negative offset") }
         let n = Int(min(Int64(buffer.count), max(0, size - offset)))
         if n == 0 { return 0 }
-        let r = try store.read(key, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]), ifMatch: etag)
-        guard r.objectSize == size else { throw ObjectStoreError(.preconditionFailed, key: key.rawValue, "the object changed size since it was opened") }
-        guard r.count == n else { throw ObjectStoreError(.io, key: key.rawValue, "short read: \(r.count) of \(n) bytes") }
+        guard let cache = store.cache else {
+            try fetch(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+            return n
+        }
+        let bs = Int64(cache.blockSize)
+        let first = offset / bs, last = (offset + Int64(n) - 1) / bs
+        // The blocks after the first are fetched in the background meanwhile (in parallel).
+        if last > first {
+            for i in (first + 1)...last { cache.prefetch(blockID(i), size: blockLength(i, bs)) { [self] () throws(ObjectStoreError) in try fetchBlock(i, bs) } }
+        }
+        var done = 0
+        for i in first...last {
+            let block = try cache.block(blockID(i), size: blockLength(i, bs)) { () throws(ObjectStoreError) in try fetchBlock(i, bs) }
+            let from = Int(offset + Int64(done) - i * bs)
+            let count = min(block.count - from, n - done)
+            guard from >= 0, count > 0 else { throw ObjectStoreError(.io, key: key.rawValue, "block \(i) is shorter than expected") }
+            block.withUnsafeBytes { b in (buffer.baseAddress! + done).copyMemory(from: b.baseAddress! + from, byteCount: count) }
+            done += count
+        }
+        // Readahead: blocks of the window after this read, in the background.
+        let ahead = readahead.withLock { $0.read(at: offset, count: n) }.clamped(to: 0..<size)
+        if !ahead.isEmpty {
+            for i in (ahead.lowerBound / bs)...((ahead.upperBound - 1) / bs) where i > last {
+                cache.prefetch(blockID(i), size: blockLength(i, bs)) { [self] () throws(ObjectStoreError) in try fetchBlock(i, bs) }
+            }
+        }
         return n
     }
 }

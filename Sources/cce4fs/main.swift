@@ -56,6 +56,15 @@ s3:// options (defaults from the AWS_* variables, then as shown):
   s3_stall_timeout=S     a transfer below 1 KiB/s for this long is retried (default: 10)
   s3_retries=N           attempts per request, with exponential backoff (default: 6)
   s3_retry_time=S        stop retrying a request after this many seconds (default: 30)
+  s3_block_size=SIZE     reads are fetched and cached in blocks of this size (default: 1M;
+                         0 turns the block cache and readahead off)
+  s3_cache_memory=SIZE   memory for cached and in-flight ciphertext blocks (default: 128M)
+  s3_readahead=SIZE      the largest readahead window; it starts at one block on sequential
+                         reads and doubles (default: 16M)
+  s3_disk_cache=DIR      also keep ciphertext blocks on disk in DIR (created 0700), checked
+                         against each object's ETag (default: none)
+  s3_disk_cache_size=SIZE  the disk cache's limit, least recently used blocks go first
+                         (default: 1G)
   Also accepted and ignored, for mount(8) and fstab: rw, ro, defaults, dev, nodev, suid,
   nosuid, exec, auto, noauto, user, nouser, users, atime, relatime, async, sync, nofail,
   _netdev, default_permissions, comment=, x-*. The mount is always read-only, nosuid, nodev.
@@ -164,6 +173,18 @@ func parse(_ args: [String]) throws -> Config {
         case "s3_connect_timeout", "s3_stall_timeout", "s3_retry_time":
             guard let t = Double(try value()), t > 0, t <= 3600 else { throw Failure(message: "\(k) must be a number of seconds, 0 < \(k) <= 3600", status: ExitStatus.usage) }
             if k == "s3_connect_timeout" { c.s3.connectTimeout = t } else if k == "s3_stall_timeout" { c.s3.stallTimeout = t } else { c.s3.retryTime = t }
+        case "s3_block_size", "s3_cache_memory", "s3_readahead", "s3_disk_cache_size":
+            let text = try value()
+            guard let n = text == "0" ? 0 : parseSize(text), n >= 0, n <= 1 << 40 else { throw Failure(message: "\(k) must be a size, as in \(k)=64M", status: ExitStatus.usage) }
+            switch k {
+            case "s3_block_size":
+                guard n == 0 || (4096...(64 << 20)).contains(n) else { throw Failure(message: "s3_block_size must be 0 or 4K...64M", status: ExitStatus.usage) }
+                c.s3.blockSize = n
+            case "s3_cache_memory": c.s3.cacheMemory = n
+            case "s3_readahead": c.s3.readaheadMax = n
+            default: c.s3.diskCacheLimit = Int64(n)
+            }
+        case "s3_disk_cache": c.s3.diskCacheDirectory = try value()
         case "s3_retries":
             let n = try number()
             guard (1...100).contains(n) else { throw Failure(message: "s3_retries must be 1...100", status: ExitStatus.usage) }

@@ -423,6 +423,41 @@ struct S3MountTests {
                         environment: server.environment(secret: "wrong-secret-0123456789"))
         #expect(p.status == 77 && p.stderr.contains("refused the credentials") && !p.stderr.contains("wrong-secret"), "\(p.status): \(p.stderr)")
     }
+
+    @Test("the on-disk block cache holds only ciphertext (no known plaintext in it) and respects its size limit")
+    func diskCacheHoldsCiphertextOnly() throws {
+        let server = S3TestServer.shared
+        let dir = TempDir("cce4-s3-disk")
+        let marker = Array("LONGEVITY-PLAINTEXT-MARKER-7f3a:".utf8)
+        var text = [UInt8]()
+        while text.count < 3 << 20 { text += marker + Array(String(text.count).utf8) + [0x0a] }
+        try writeFile(dir.sub("src/notes/plain.txt"), text)
+        try writeFile(dir.sub("src/notes/random.bin"), try randomBytes(12 << 20))
+        let store = server.freshURL("disk")
+        let root = try packWithCLI(source: dir.sub("src"), store: store, dataset: "d", keyFile: dir.sub("k"), extra: server.cliOptions + ["--part-size", String(4 << 20)])
+        let limit = 8 << 20
+        let m = try TestMount(store: store, mountpoint: dir.sub("mnt"), dataset: "d", root: root, keyFile: dir.sub("k"),
+                              extra: server.mountOptions + ["s3_disk_cache=\(dir.sub("cache"))", "s3_disk_cache_size=8M"])
+        defer { m.unmount() }
+        for f in ["notes/plain.txt", "notes/random.bin"] {
+            #expect(bytesEqual(try readFile(m.path + "/" + f), try readFile(dir.sub("src/" + f))), "\(f)")
+        }
+        m.unmount()
+        func contains(_ hay: [UInt8], _ needle: [UInt8]) -> Bool {
+            Data(hay).range(of: Data(needle)) != nil
+        }
+        #expect(contains(text, marker), "the scan finds the marker in plaintext")
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir.sub("cache"))
+        var total = 0
+        for n in names {
+            let bytes = try readFile(dir.sub("cache/" + n))
+            total += bytes.count
+            #expect(!contains(bytes, marker), "plaintext in the disk cache: \(n)")
+            #expect(!contains(bytes, Array("PLAINTEXT-MARKER".utf8)))
+        }
+        #expect(names.count >= 4, "the cache was used: \(names.count) files")
+        #expect(total <= limit, "\(total) bytes on disk, limit \(limit)")
+    }
 }
 
 /// A 200 MiB file packed in 4 MiB parts on the test server, read through a fault-injecting
