@@ -10,13 +10,19 @@ input closes (the test process exited or closed the pipe), so a crashed test run
 a server behind.
 
     s3_test_server.py BUCKET...        # used by Tests/TestSupport (S3TestServer)
+    s3_test_server.py --no-auth BUCKET...
+                                       # signatures not checked: for the benchmark, because
+                                       # moto refuses s3fs 1.90's signed ListObjects requests
 """
 import json
 import logging
 import os
 import sys
 
-os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
+NO_AUTH = "--no-auth" in sys.argv[1:]
+BUCKETS = [a for a in sys.argv[1:] if a != "--no-auth"]
+if not NO_AUTH:
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # Requests of the setup itself; never anything from the developer's environment.
 for v in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
@@ -41,7 +47,7 @@ def main() -> None:
     key = iam.create_access_key(UserName="cce4-test")["AccessKey"]
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region,
                       aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
-    for bucket in sys.argv[1:]:
+    for bucket in BUCKETS:
         s3.create_bucket(Bucket=bucket)
     print(json.dumps({"endpoint": endpoint, "access_key": key["AccessKeyId"],
                       "secret_key": key["SecretAccessKey"], "region": region}), flush=True)

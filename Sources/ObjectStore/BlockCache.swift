@@ -226,6 +226,60 @@ final class BlockCache: Sendable {
         }
     }
 
+    /// Stores a block fetched elsewhere (the first block of an object, read when it is opened).
+    func insert(_ id: BlockID, _ bytes: [UInt8]) {
+        state.withLock { s in
+            guard s.blocks[id] == nil, s.pending[id] == nil else { return }
+            s.tick += 1; s.blocks[id] = (bytes, s.tick); s.cachedBytes += bytes.count
+            Self.evict(&s, budget: budget, keep: id)
+        }
+        disk?.put(id, bytes)
+    }
+
+    /// Starts fetching a run of consecutive blocks in the background with one request
+    /// (`fetch` returns their bytes back to back), from the first block that is neither cached
+    /// nor in flight, up to the next one that is, or until the budget for fetches is taken.
+    /// One GET for several blocks: fewer requests (S3 bills them; moto pays per request).
+    func prefetchRun(_ run: [(id: BlockID, size: Int)], fetch: @escaping @Sendable (_ first: Int, _ count: Int) throws(ObjectStoreError) -> [UInt8]) {
+        let claimed: (first: Int, pendings: [Pending])? = state.withLock { s in
+            guard let start = run.firstIndex(where: { s.blocks[$0.id] == nil && s.pending[$0.id] == nil }) else { return nil }
+            var ps = [Pending]()
+            for item in run[start...] {
+                guard s.blocks[item.id] == nil, s.pending[item.id] == nil, s.pendingBytes + item.size <= budget / 2 else { break }
+                let p = Pending(size: item.size)
+                s.pending[item.id] = p; s.pendingBytes += item.size; s.prefetches += 1
+                ps.append(p)
+            }
+            Self.evict(&s, budget: budget)
+            return ps.isEmpty ? nil : (start, ps)
+        }
+        guard let (first, pendings) = claimed else { return }
+        let items = Array(run[first..<(first + pendings.count)])
+        Self.prefetchQueue.async { [self] in
+            // Blocks already on disk need no request; the rest go in one GET.
+            var result: Result<[UInt8], ObjectStoreError>
+            if let d = disk, case let local = items.map({ d.get($0.id, expectedCount: $0.size) }), local.allSatisfy({ $0 != nil }) {
+                result = .success(local.flatMap { $0! })
+            } else {
+                do throws(ObjectStoreError) { result = .success(try fetch(first, pendings.count)) } catch { result = .failure(error) }
+            }
+            var offset = 0
+            for (item, p) in zip(items, pendings) {
+                switch result {
+                case .success(let all) where all.count >= offset + item.size:
+                    let bytes = Array(all[offset..<(offset + item.size)])
+                    disk?.put(item.id, bytes)
+                    finish(item.id, p, .success(bytes))
+                case .success:
+                    finish(item.id, p, .failure(ObjectStoreError(.io, key: item.id.key, "prefetch returned too few bytes")))
+                case .failure(let e):
+                    finish(item.id, p, .failure(e))
+                }
+                offset += item.size
+            }
+        }
+    }
+
     /// Starts fetching a block in the background unless it is cached, in flight, or the
     /// budget is taken by other fetches.
     func prefetch(_ id: BlockID, size: Int, fetch: @escaping @Sendable () throws(ObjectStoreError) -> [UInt8]) {
@@ -233,6 +287,7 @@ final class BlockCache: Sendable {
             guard s.blocks[id] == nil, s.pending[id] == nil, s.pendingBytes + size <= budget / 2 else { return nil }
             let p = Pending(size: size)
             s.pending[id] = p; s.pendingBytes += size; s.prefetches += 1
+            Self.evict(&s, budget: budget)
             return p
         }
         guard let p = go else { return }

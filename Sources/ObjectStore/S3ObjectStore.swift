@@ -189,7 +189,38 @@ public final class S3ObjectStore: ObjectStore {
         return ObjectInfo(key: key, size: len, etag: etag, modified: Date(timeIntervalSince1970: modified))
     }
 
+    /// With the block cache, an open is one GET of the first block (no HEAD): its ETag pins
+    /// the reader, its Content-Range gives the size, and its bytes are the first block, which
+    /// every file open reads anyway (the stream header). Without it, or for an empty object
+    /// (416), a HEAD.
     public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
+        if let cache {
+            let bs = cache.blockSize
+            var buf = [UInt8](repeating: 0, count: bs)
+            var result: Result<HTTPResponse, ObjectStoreError> = .failure(ObjectStoreError(.io, key: key.rawValue, "open: not sent"))
+            let req = HTTPRequest(method: "GET", url: requestURL(fullKey(key)), headers: [("Range", "bytes=0-\(bs - 1)")])
+            buf.withUnsafeMutableBytes { b in
+                do throws(ObjectStoreError) { result = .success(try send(req, key: key.rawValue, "open", destination: b, validate: Self.validateRange(offset: 0, count: bs))) }
+                catch { result = .failure(error) }
+            }
+            let r = try result.get()
+            switch r.status {
+            case 206, 200:
+                guard let etag = r.headers["etag"] else { throw ObjectStoreError(.io, key: key.rawValue, "open: the response has no ETag") }
+                let total = r.status == 206 ? Self.contentRangeTotal(r.headers["content-range"]) : Int64(r.received)
+                guard let total, total >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "open: no object size in the response") }
+                let reader = S3ObjectReader(store: self, key: key, size: total, etag: etag)
+                if r.received == reader.blockLength(0, Int64(bs)) {
+                    buf.removeSubrange(r.received...)
+                    cache.insert(reader.blockID(0), buf)
+                }
+                return reader
+            case 416:
+                break  // an empty object: no first block
+            default:
+                throw error(r, key: key.rawValue, "open")
+            }
+        }
         let info = try head(key)
         return S3ObjectReader(store: self, key: key, size: info.size, etag: info.etag)
     }
@@ -284,6 +315,18 @@ final class S3ObjectReader: ObjectReader {
         return out
     }
 
+    /// `count` consecutive blocks from block `first`, in one GET.
+    @Sendable func fetchBlocks(_ first: Int64, count: Int, _ bs: Int64) throws(ObjectStoreError) -> [UInt8] {
+        let start = first * bs, end = min(size, (first + Int64(count)) * bs)
+        var out = [UInt8](repeating: 0, count: Int(end - start))
+        var failure: ObjectStoreError?
+        out.withUnsafeMutableBytes { b in
+            do throws(ObjectStoreError) { try fetch(at: start, into: b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return out
+    }
+
     func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int {
         guard offset >= 0 else { throw ObjectStoreError(.io, key: key.rawValue, "negative offset") }
         let n = Int(min(Int64(buffer.count), max(0, size - offset)))
@@ -307,11 +350,20 @@ final class S3ObjectReader: ObjectReader {
             block.withUnsafeBytes { b in (buffer.baseAddress! + done).copyMemory(from: b.baseAddress! + from, byteCount: count) }
             done += count
         }
-        // Readahead: blocks of the window after this read, in the background.
+        // Readahead: the blocks of the window after this read, in the background, in runs of
+        // up to 8 blocks per GET (fewer requests; runs in parallel for large windows).
         let ahead = readahead.withLock { $0.read(at: offset, count: n) }.clamped(to: 0..<size)
         if !ahead.isEmpty {
-            for i in (ahead.lowerBound / bs)...((ahead.upperBound - 1) / bs) where i > last {
-                cache.prefetch(blockID(i), size: blockLength(i, bs)) { [self] () throws(ObjectStoreError) in try fetchBlock(i, bs) }
+            let from = max(last + 1, ahead.lowerBound / bs), to = (ahead.upperBound - 1) / bs
+            var i = from
+            while i <= to {
+                let end = min(to, i + 7)
+                let run = (i...end).map { (id: blockID($0), size: blockLength($0, bs)) }
+                let base = i
+                cache.prefetchRun(run) { [self] (first: Int, count: Int) throws(ObjectStoreError) -> [UInt8] in
+                    try fetchBlocks(base + Int64(first), count: count, bs)
+                }
+                i = end + 1
             }
         }
         return n
