@@ -14,7 +14,7 @@ say() { printf '==> %s\n' "$*"; }
 need_apt=()
 packages=(libssl-dev libcurl4-openssl-dev pkg-config util-linux fuse3 libfuse3-dev)
 # `make bench` also needs the peers it measures against and fio (CCE4_SETUP_BENCH=1).
-[ "${CCE4_SETUP_BENCH:-0}" = 1 ] && packages+=(fio gocryptfs gcc)
+[ "${CCE4_SETUP_BENCH:-0}" = 1 ] && packages+=(fio gocryptfs gcc s3fs rclone)
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
