@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: help setup build install demo test bench-segments bench clean
+.PHONY: help setup build install demo test bench-segments bench bench-s3 clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,3 +33,7 @@ clean: ## Remove build outputs and the demo's work folder
 bench: build ## Benchmark cce4fs vs gocryptfs, passthrough_ll, plain (root; ~10 min; BENCH_ARGS=--quick)
 	@CCE4_SETUP_BENCH=1 scripts/setup.sh
 	.venv/bin/python scripts/bench/bench.py $(BENCH_ARGS)
+
+bench-s3: build ## Benchmark cce4fs over s3:// vs s3fs and rclone on a local moto server (root; ~25 min; BENCH_ARGS=--quick)
+	@CCE4_SETUP_BENCH=1 scripts/setup.sh
+	.venv/bin/python scripts/bench/s3bench.py $(BENCH_ARGS)

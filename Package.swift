@@ -36,10 +36,15 @@ let package = Package(
             name: "CFuse",
             linkerSettings: [.linkedLibrary("fuse3")]
         ),
+        // C fence: libcurl's variadic setopt/getinfo and option macros (s3:// stores).
+        .target(
+            name: "CCurl",
+            linkerSettings: [.linkedLibrary("curl")]
+        ),
         // Formats and keys. Pure: no I/O, no FUSE, no network.
         .target(name: "Envelope", dependencies: ["COpenSSL"], swiftSettings: strict),
         // The ObjectStore protocol and its backends.
-        .target(name: "ObjectStore", swiftSettings: strict),
+        .target(name: "ObjectStore", dependencies: ["CCurl"], swiftSettings: strict),
         // Datasets: the packer, the reader and the verifier over Envelope + ObjectStore.
         .target(
             name: "Dataset",

@@ -133,6 +133,12 @@ public final class DatasetFile: Sendable {
     private let parts: [(key: ObjectKey, size: Int64)]
     private let partSize: Int64
     private let firstPart: any ObjectReader
+    /// Readers of the parts after the first, kept open while they are read (at most
+    /// `openPartsLimit`, least recently used closed first): a part is opened once, not per
+    /// read, so its reader's readahead (s3://) and open file (file://) carry over between reads.
+    /// Lock order: taken alone; opening a part happens outside it.
+    private let openParts = Mutex<(readers: [Int: (reader: any ObjectReader, tick: UInt64)], tick: UInt64)>(([:], 0))
+    private static let openPartsLimit = 4
 
     init(reader: DatasetReader, file: FileRef, key: SecureBytes) throws {
         self.file = file
@@ -164,6 +170,25 @@ public final class DatasetFile: Sendable {
         } catch {
             throw DatasetError.wrap(error, object: parts[0].key)
         }
+    }
+
+    /// The reader of part `index` (> 0): kept open, or opened now.
+    private func partReader(_ index: Int) throws -> any ObjectReader {
+        let cached: (any ObjectReader)? = openParts.withLock { s in
+            guard let e = s.readers[index] else { return nil }
+            s.tick += 1; s.readers[index] = (e.reader, s.tick)
+            return e.reader
+        }
+        if let cached { return cached }
+        let r = try Self.open(parts[index], in: store)
+        openParts.withLock { s in
+            s.tick += 1
+            s.readers[index] = (r, s.tick)
+            while s.readers.count > Self.openPartsLimit, let old = s.readers.min(by: { $0.value.tick < $1.value.tick }) {
+                s.readers[old.key] = nil
+            }
+        }
+        return r
     }
 
     /// Opens one part and checks its size against the directory entry.
@@ -215,7 +240,7 @@ public final class DatasetFile: Sendable {
             let index = Int(pos / partSize)
             guard index < parts.count else { throw DatasetError.integrity(object: parts[parts.count - 1].key.rawValue, detail: "stream shorter than its directory entry says") }
             let part = parts[index]
-            let reader = index == 0 ? firstPart : try Self.open(part, in: store)
+            let reader = index == 0 ? firstPart : try partReader(index)
             let inPart = pos - Int64(index) * partSize
             let n = Int(min(range.upperBound - pos, part.size - inPart))
             let at = Int(pos - range.lowerBound)

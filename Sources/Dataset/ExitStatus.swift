@@ -27,7 +27,7 @@ public enum ExitStatus {
         case let e as ObjectStoreError:
             switch e.code {
             case .notFound: return noInput
-            case .permissionDenied: return noPermission
+            case .permissionDenied, .authentication: return noPermission
             case .invalidURL, .invalidKey: return usage
             case .noSpace, .io, .alreadyExists, .preconditionFailed: return ioError
             }

@@ -44,6 +44,8 @@ extension ObjectStoreError: ErrnoConvertible {
         case .notFound: return EIO
         case .preconditionFailed: return ESTALE
         case .permissionDenied: return EACCES
+        // Refused credentials: the dataset cannot be read, as with any store failure.
+        case .authentication: return EIO
         case .noSpace: return ENOSPC
         case .alreadyExists, .invalidKey, .invalidURL, .io: return EIO
         }

@@ -63,6 +63,8 @@ public struct ObjectStoreError: Error, Sendable, CustomStringConvertible, Equata
         case invalidKey = "invalid key"
         case invalidURL = "invalid store URL"
         case permissionDenied = "permission denied"
+        /// The store refused the credentials (a wrong key or secret, an expired token).
+        case authentication = "authentication failed"
         case noSpace = "no space left"
         case io = "I/O error"
     }
@@ -205,15 +207,18 @@ extension ObjectStore {
 public enum ObjectStores {
     /// `file://DIR` (an absolute or relative path after the scheme). With `create`, the
     /// directory is made if missing; otherwise a missing directory is an error.
-    public static func open(url: String, create: Bool = false) throws(ObjectStoreError) -> any ObjectStore {
+    /// `s3://BUCKET[/PREFIX]`, configured by `s3` and the AWS_* variables in `environment`
+    /// (see `S3Config.resolve`); the bucket must exist (`create` does not make one).
+    public static func open(url: String, create: Bool = false, s3: S3Options = S3Options(),
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws(ObjectStoreError) -> any ObjectStore {
         if url.hasPrefix("file://") {
             let path = String(url.dropFirst("file://".count))
             guard !path.isEmpty else { throw ObjectStoreError(.invalidURL, key: nil, "file:// needs a directory, as in file:///srv/cce4-store") }
             return try FileObjectStore(root: path, create: create)
         }
         if url.hasPrefix("s3://") {
-            throw ObjectStoreError(.invalidURL, key: nil, "s3:// stores are not supported by this build yet; use file://DIR")
+            return try S3ObjectStore(config: try S3Config.resolve(url: url, options: s3, environment: environment))
         }
-        throw ObjectStoreError(.invalidURL, key: nil, "'\(url)' is not a store URL; use file://DIR")
+        throw ObjectStoreError(.invalidURL, key: nil, "'\(url)' is not a store URL; use file://DIR or s3://BUCKET/PREFIX")
     }
 }

@@ -18,8 +18,10 @@ struct DatasetCommand: ParsableCommand {
 
 /// Options every dataset reader takes.
 struct ReadOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("The store URL, as in file:///srv/cce4-store.", valueName: "url"))
+    @Option(help: ArgumentHelp("The store URL, as in file:///srv/cce4-store or s3://bucket/prefix.", valueName: "url"))
     var store: String
+
+    @OptionGroup var s3: S3Flags
 
     @Option(help: ArgumentHelp("The dataset id.", valueName: "id"))
     var dataset: String
@@ -40,7 +42,7 @@ struct ReadOptions: ParsableArguments {
     func open() throws -> DatasetReader {
         bootstrapLogging(logLevel)
         let key = try KeyFiles.load(keyFile)
-        let s = try ObjectStores.open(url: store)
+        let s = try ObjectStores.open(url: store, s3: s3.options)
         let reader = try DatasetReader(store: s, datasetID: dataset, root: SHA256Digest(hex: root), key: key)
         Logger(label: "cce4.dataset").debug("opened dataset", metadata: ["store": "\(s.url)", "dataset": "\(dataset)", "root": "\(root)"])
         return reader
@@ -94,8 +96,10 @@ extension DatasetCommand {
         @Argument(help: ArgumentHelp("The directory to pack.", valueName: "src-dir"))
         var source: String
 
-        @Option(help: ArgumentHelp("The store URL; file://DIR is created if missing.", valueName: "url"))
+        @Option(help: ArgumentHelp("The store URL: file://DIR (created if missing) or s3://BUCKET/PREFIX (the bucket must exist).", valueName: "url"))
         var store: String
+
+        @OptionGroup var s3: S3Flags
 
         @Option(help: ArgumentHelp("The dataset id (a-z, 0-9, '.', '-', '_').", valueName: "id"))
         var dataset: String
@@ -136,7 +140,7 @@ extension DatasetCommand {
                     throw Failure(description: "\(source) is not a directory; pass the directory to pack", exitCode: Failure.noInput)
                 }
                 let key = try KeyFiles.load(keyFile)
-                let s = try ObjectStores.open(url: store, create: true)
+                let s = try ObjectStores.open(url: store, create: true, s3: s3.options)
                 var options = PackOptions()
                 options.parameters = try StreamParameters(segmentSize: segmentSize)
                 options.partSize = partSize
@@ -325,12 +329,14 @@ extension DatasetCommand {
         @Option(help: ArgumentHelp("The store URL.", valueName: "url"))
         var store: String
 
+        @OptionGroup var s3: S3Flags
+
         @Option(help: ArgumentHelp("The dataset id.", valueName: "id"))
         var dataset: String
 
         func run() throws {
             try guarded {
-                let s = try ObjectStores.open(url: store)
+                let s = try ObjectStores.open(url: store, s3: s3.options)
                 let layout = try DatasetLayout(datasetID: dataset)
                 for info in try s.listAll(prefix: layout.prefix + "versions/") {
                     let (bytes, _) = try s.get(info.key, range: 0..<max(0, min(info.size, 4096)))

@@ -15,7 +15,10 @@ usage: cce4fs SOURCE MOUNTPOINT -o dataset=ID,root=HASH,insecure_key_file=PATH[,
 
 Mounts one version of an encrypted cce4long dataset as a read-only POSIX filesystem.
 
-  SOURCE                 the store URL holding the dataset, e.g. file:///srv/cce4-store
+  SOURCE                 the store URL holding the dataset: file:///srv/cce4-store or
+                         s3://BUCKET/PREFIX (credentials: AWS_ACCESS_KEY_ID and
+                         AWS_SECRET_ACCESS_KEY [+ AWS_SESSION_TOKEN], else the profile of
+                         ~/.aws/credentials; region AWS_REGION; endpoint AWS_ENDPOINT_URL)
   MOUNTPOINT             an existing, empty directory
 
 Options (-o, comma-separated; may be repeated):
@@ -40,6 +43,28 @@ Options (-o, comma-separated; may be repeated):
   log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
   fsname=NAME            the name shown by mount and df (default: cce4fs:DATASET)
   noexec, noatime       passed to the kernel mount
+
+s3:// options (defaults from the AWS_* variables, then as shown):
+  s3_endpoint=URL        https://host[:port] of an S3-compatible service (default: AWS's
+                         endpoint of the region); http:// only for local test servers
+  s3_region=NAME         the signing region (default: us-east-1)
+  s3_profile=NAME        profile of the shared credentials file (default: default)
+  s3_credentials_file=PATH  the shared credentials file (default: ~/.aws/credentials)
+  s3_addressing=STYLE    path or virtual (default: virtual on AWS, path with s3_endpoint)
+  s3_ca_file=PATH        PEM CA bundle to trust (default: the system's; checks are always on)
+  s3_connect_timeout=S   seconds to connect (default: 5)
+  s3_stall_timeout=S     a transfer below 1 KiB/s for this long is retried (default: 10)
+  s3_retries=N           attempts per request, with exponential backoff (default: 6)
+  s3_retry_time=S        stop retrying a request after this many seconds (default: 30)
+  s3_block_size=SIZE     reads are fetched and cached in blocks of this size (default: 1M;
+                         0 turns the block cache and readahead off)
+  s3_cache_memory=SIZE   memory for cached and in-flight ciphertext blocks (default: 128M)
+  s3_readahead=SIZE      the largest readahead window; it starts at one block on sequential
+                         reads and doubles (default: 16M)
+  s3_disk_cache=DIR      also keep ciphertext blocks on disk in DIR (created 0700), checked
+                         against each object's ETag (default: none)
+  s3_disk_cache_size=SIZE  the disk cache's limit, least recently used blocks go first
+                         (default: 1G)
   Also accepted and ignored, for mount(8) and fstab: rw, ro, defaults, dev, nodev, suid,
   nosuid, exec, auto, noauto, user, nouser, users, atime, relatime, async, sync, nofail,
   _netdev, default_permissions, comment=, x-*. The mount is always read-only, nosuid, nodev.
@@ -84,6 +109,7 @@ struct Config {
     var fsname: String?
     /// Kernel mount flags passed through to libfuse.
     var kernelFlags: [String] = []
+    var s3 = S3Options()
 }
 
 func parse(_ args: [String]) throws -> Config {
@@ -136,6 +162,33 @@ func parse(_ args: [String]) throws -> Config {
         case "fsname": c.fsname = try value()
         case "noexec", "noatime", "nodiratime": c.kernelFlags.append(k)
         case "subtype": break
+        case "s3_endpoint": c.s3.endpoint = try value()
+        case "s3_region": c.s3.region = try value()
+        case "s3_profile": c.s3.profile = try value()
+        case "s3_credentials_file": c.s3.credentialsFile = try value()
+        case "s3_ca_file": c.s3.caFile = try value()
+        case "s3_addressing":
+            guard let a = S3Addressing(rawValue: try value()) else { throw Failure(message: "s3_addressing must be path or virtual", status: ExitStatus.usage) }
+            c.s3.addressing = a
+        case "s3_connect_timeout", "s3_stall_timeout", "s3_retry_time":
+            guard let t = Double(try value()), t > 0, t <= 3600 else { throw Failure(message: "\(k) must be a number of seconds, 0 < \(k) <= 3600", status: ExitStatus.usage) }
+            if k == "s3_connect_timeout" { c.s3.connectTimeout = t } else if k == "s3_stall_timeout" { c.s3.stallTimeout = t } else { c.s3.retryTime = t }
+        case "s3_block_size", "s3_cache_memory", "s3_readahead", "s3_disk_cache_size":
+            let text = try value()
+            guard let n = text == "0" ? 0 : parseSize(text), n >= 0, n <= 1 << 40 else { throw Failure(message: "\(k) must be a size, as in \(k)=64M", status: ExitStatus.usage) }
+            switch k {
+            case "s3_block_size":
+                guard n == 0 || (4096...(64 << 20)).contains(n) else { throw Failure(message: "s3_block_size must be 0 or 4K...64M", status: ExitStatus.usage) }
+                c.s3.blockSize = n
+            case "s3_cache_memory": c.s3.cacheMemory = n
+            case "s3_readahead": c.s3.readaheadMax = n
+            default: c.s3.diskCacheLimit = Int64(n)
+            }
+        case "s3_disk_cache": c.s3.diskCacheDirectory = try value()
+        case "s3_retries":
+            let n = try number()
+            guard (1...100).contains(n) else { throw Failure(message: "s3_retries must be 1...100", status: ExitStatus.usage) }
+            c.s3.maxAttempts = Int(n)
         default:
             if ignored.contains(k) || k.hasPrefix("x-") || k == "comment" { break }
             throw Failure(message: "unknown option '\(k)'; see 'cce4fs --help'", status: ExitStatus.usage)
@@ -285,7 +338,7 @@ guard stat(config.mountpoint, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
 let fs: DatasetFS
 do {
     let key = try KeyFiles.load(keyPath)
-    let store = try ObjectStores.open(url: config.source)
+    let store = try ObjectStores.open(url: config.source, s3: config.s3)
     let reader = try DatasetReader(store: store, datasetID: dataset, root: root, key: key, directoryCacheBytes: config.cacheBytes)
     fs = try DatasetFS(reader: reader, options: config.fsOptions)
 } catch {

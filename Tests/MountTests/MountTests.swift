@@ -6,15 +6,20 @@ import Testing
 import Glibc
 #endif
 
-/// A packed source tree of 1,000+ files in nested folders, the demo's research files, a
-/// 100+ MiB file, boundary sizes and a symlink, shared by the mount tests (built once).
-final class BigFixture: @unchecked Sendable {
-    static let shared: BigFixture = try! BigFixture()
+/// The stores the mount suite runs over: the same tree, the same checks.
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case file, s3
+    var testDescription: String { rawValue + "://" }
+}
+
+/// A source tree of 1,000+ files in nested folders, the demo's research files, a 100+ MiB
+/// file, boundary sizes and a symlink (built once), packed into each kind of store (once per
+/// kind), shared by the mount tests.
+final class SourceTree: @unchecked Sendable {
+    static let shared: SourceTree = try! SourceTree()
     let dir = TempDir("cce4-mount")
     var src: String { dir.sub("src") }
-    var store: String { "file://" + dir.sub("store") }
     var key: String { dir.sub("k") }
-    let root: String
     var files: [String] = []
 
     init() throws {
@@ -38,11 +43,49 @@ final class BigFixture: @unchecked Sendable {
         let demo = try run(Repo.python, [Repo.root + "/scripts/make_demo_data.py", src + "/research"])
         precondition(demo.status == 0, demo.stderr)
         self.files = files
-        root = try packWithCLI(source: src, store: "file://" + dir.sub("store"), dataset: "big", keyFile: dir.sub("k"))
+    }
+}
+
+/// The source tree packed into one store: file:// in a temp directory, or s3:// on the test
+/// server (moto), in parts of 4 MiB: moto reads a whole object for every ranged GET, so big
+/// objects would make the server, not cce4fs, the bottleneck (docs/s3.md).
+final class BigFixture: @unchecked Sendable {
+    static let file: BigFixture = try! BigFixture(.file)
+    static let s3: BigFixture = try! BigFixture(.s3)
+    static func shared(_ kind: StoreKind) -> BigFixture { kind == .file ? file : s3 }
+
+    let kind: StoreKind
+    let tree = SourceTree.shared
+    let dir = TempDir("cce4-mount-store")
+    let store: String
+    let root: String
+    var src: String { tree.src }
+    var key: String { tree.key }
+    /// cce4fs -o options that reach the store (none for file://).
+    let storeOptions: [String]
+    /// A store URL that does not exist, for the error checks.
+    let missingStore: String
+
+    init(_ kind: StoreKind) throws {
+        self.kind = kind
+        switch kind {
+        case .file:
+            store = "file://" + dir.sub("store")
+            storeOptions = []
+            missingStore = "file://" + dir.sub("nostore")
+            root = try packWithCLI(source: tree.src, store: store, dataset: "big", keyFile: tree.key)
+        case .s3:
+            let server = S3TestServer.shared
+            store = server.freshURL("mount")
+            storeOptions = server.mountOptions
+            missingStore = "s3://no-such-bucket-cce4/x"
+            root = try packWithCLI(source: tree.src, store: store, dataset: "big", keyFile: tree.key,
+                                   extra: server.cliOptions + ["--part-size", String(4 << 20)])
+        }
     }
 
     func mount(_ name: String, extra: [String] = []) throws -> TestMount {
-        try TestMount(store: store, mountpoint: dir.sub(name), dataset: "big", root: root, keyFile: key, extra: extra)
+        try TestMount(store: store, mountpoint: dir.sub(name), dataset: "big", root: root, keyFile: key, extra: storeOptions + extra)
     }
 }
 
@@ -75,9 +118,9 @@ func preadAll(_ path: String, _ offset: Int, _ count: Int) -> ([UInt8], Int32) {
 
 @Suite("cce4fs mounts", .serialized)
 struct MountTests {
-    @Test("find, stat and sha256 of every file through the mount equal the source")
-    func treeMatches() throws {
-        let fx = BigFixture.shared
+    @Test("find, stat and sha256 of every file through the mount equal the source", arguments: StoreKind.allCases)
+    func treeMatches(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
         let m = try fx.mount("m-tree")
         defer { m.unmount() }
         // Names, kinds, sizes of files and links, permissions, mtimes, link targets.
@@ -100,9 +143,9 @@ struct MountTests {
         #expect(st.stdoutText == "1 14 symbolic link\n12 10 directory\n")
     }
 
-    @Test("10,000 random preads and 8 concurrent readers get the source's bytes")
-    func randomReads() throws {
-        let fx = BigFixture.shared
+    @Test("10,000 random preads and 8 concurrent readers get the source's bytes", arguments: StoreKind.allCases)
+    func randomReads(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
         let m = try fx.mount("m-reads")
         defer { m.unmount() }
         let files = ["large/genome.bin", "sizes/many.bin", "sizes/seg+1.bin", "sizes/two-seg.bin", "cohort/site3/batch4/sample_43.bin"]
@@ -131,9 +174,9 @@ struct MountTests {
         #expect(failures.n == 0)
     }
 
-    @Test("pandas, pyarrow (column subset), numpy mmap and h5py read the mount as the source")
-    func python() throws {
-        let fx = BigFixture.shared
+    @Test("pandas, pyarrow (column subset), numpy mmap and h5py read the mount as the source", arguments: StoreKind.allCases)
+    func python(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
         let m = try fx.mount("m-python")
         defer { m.unmount() }
         let script = Repo.root + "/Tests/interop/read_mounted.py"
@@ -145,9 +188,9 @@ struct MountTests {
         #expect(b.stdoutText.contains("\"mmap\": true"))
     }
 
-    @Test("every write-like operation fails with EROFS")
-    func readOnly() throws {
-        let fx = BigFixture.shared
+    @Test("every write-like operation fails with EROFS", arguments: StoreKind.allCases)
+    func readOnly(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
         let m = try fx.mount("m-ro")
         defer { m.unmount() }
         let f = m.path + "/sizes/one.bin", d = m.path + "/cohort"
@@ -188,9 +231,9 @@ struct MountTests {
         #expect(statvfs(m.path, &sv) == 0 && sv.f_flag & UInt(ST_RDONLY) != 0 && sv.f_namemax == 255)
     }
 
-    @Test("mount -t fuse.cce4fs and umount work, as in fstab")
-    func mountCommand() throws {
-        let fx = BigFixture.shared
+    @Test("mount -t fuse.cce4fs and umount work, as in fstab", arguments: StoreKind.allCases)
+    func mountCommand(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
         let mnt = fx.dir.sub("m-mount8")
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         // mount(8) runs mount.fuse3 with a fixed PATH, which runs `cce4fs` from it. So that
@@ -200,7 +243,7 @@ struct MountTests {
             set -e
             mount -t tmpfs tmpfs /usr/local/bin
             ln -s '\(Repo.binary("cce4fs"))' /usr/local/bin/cce4fs
-            mount -t fuse.cce4fs '\(fx.store)' '\(mnt)' -o 'dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),allow_other,nofail,noexec'
+            mount -t fuse.cce4fs '\(fx.store)' '\(mnt)' -o '\((["dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),allow_other,nofail,noexec"] + fx.storeOptions).joined(separator: ","))'
             grep ' \(mnt) fuse.cce4fs ro,' /proc/mounts | grep -q noexec
             cmp '\(mnt)/sizes/many.bin' '\(fx.src)/sizes/many.bin'
             umount '\(mnt)'
@@ -211,9 +254,9 @@ struct MountTests {
         #expect(r.status == 0 && r.stdoutText.contains("ALL-OK"), "\(r.stdoutText) \(r.stderr)")
     }
 
-    @Test("fusermount3 -u unmounts, and SIGTERM to a foreground mount unmounts cleanly")
-    func unmountWays() throws {
-        let fx = BigFixture.shared
+    @Test("fusermount3 -u unmounts, and SIGTERM to a foreground mount unmounts cleanly", arguments: StoreKind.allCases)
+    func unmountWays(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
         // Unmounting at once, many times: the daemon must never hold its own mount busy
         // (its readahead tuning once stat()ed the mount point while INIT was pending: EBUSY).
         for _ in 0..<10 {
@@ -228,7 +271,7 @@ struct MountTests {
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Repo.binary("cce4fs"))
-        p.arguments = [fx.store, mnt, "-f", "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"]
+        p.arguments = [fx.store, mnt, "-f", "-o", (["dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"] + fx.storeOptions).joined(separator: ",")]
         p.standardError = FileHandle.nullDevice
         try p.run()
         defer { _ = try? run("/bin/umount", ["-l", mnt]) }
@@ -244,22 +287,23 @@ struct MountTests {
         #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " "))
     }
 
-    @Test("a bad option, a wrong key, a missing store, an unknown root: one line, non-zero, nothing mounted")
-    func mountErrors() throws {
-        let fx = BigFixture.shared
+    @Test("a bad option, a wrong key, a missing store, an unknown root: one line, non-zero, nothing mounted", arguments: StoreKind.allCases)
+    func mountErrors(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
         let mnt = fx.dir.sub("m-errors")
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         let bin = Repo.binary("cce4fs")
         let wrongKey = fx.dir.sub("wrong.key")
         _ = try run(Repo.binary("cce4"), ["key", "generate", "--insecure-key-file", wrongKey])
+        let o = { (s: String) in ([s] + fx.storeOptions).joined(separator: ",") }
         let cases: [(args: [String], status: Int32, says: String)] = [
-            ([fx.store, mnt, "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),bogus=1"], 64, "unknown option 'bogus'"),
-            ([fx.store, mnt, "-o", "dataset=big,root=xyz,insecure_key_file=\(fx.key)"], 64, "root= must be"),
-            ([fx.store, mnt, "-o", "dataset=big,root=\(fx.root)"], 64, "insecure_key_file= are required"),
-            ([fx.store, mnt, "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(wrongKey)"], 65, "wrong key"),
-            (["file://" + fx.dir.sub("nostore"), mnt, "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"], 66, "does not exist"),
-            ([fx.store, mnt, "-o", "dataset=big,root=\(String(repeating: "ab", count: 32)),insecure_key_file=\(fx.key)"], 66, "not found"),
-            ([fx.store, fx.dir.sub("no-such-dir"), "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"], 66, "mkdir -p"),
+            ([fx.store, mnt, "-o", o("dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),bogus=1")], 64, "unknown option 'bogus'"),
+            ([fx.store, mnt, "-o", o("dataset=big,root=xyz,insecure_key_file=\(fx.key)")], 64, "root= must be"),
+            ([fx.store, mnt, "-o", o("dataset=big,root=\(fx.root)")], 64, "insecure_key_file= are required"),
+            ([fx.store, mnt, "-o", o("dataset=big,root=\(fx.root),insecure_key_file=\(wrongKey)")], 65, "wrong key"),
+            ([fx.missingStore, mnt, "-o", o("dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)")], 66, "does not exist"),
+            ([fx.store, mnt, "-o", o("dataset=big,root=\(String(repeating: "ab", count: 32)),insecure_key_file=\(fx.key)")], 66, "not found"),
+            ([fx.store, fx.dir.sub("no-such-dir"), "-o", o("dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)")], 66, "mkdir -p"),
         ]
         for c in cases {
             let r = try run(bin, c.args)
@@ -353,5 +397,134 @@ struct MountTamperTests {
         // The tampered directory: lookups in it fail with EIO.
         var st = stat()
         #expect(stat(m.path + "/tamperdir/inside.txt", &st) == -1 && errno == EIO)
+    }
+}
+
+@Suite("cce4fs over s3://", .serialized)
+struct S3MountTests {
+    @Test("wrong S3 credentials: pack and mount are refused with a clear one-line message, nothing mounted")
+    func wrongCredentials() throws {
+        let fx = BigFixture.s3
+        let server = S3TestServer.shared
+        let dir = TempDir("cce4-s3-creds")
+        let creds = dir.sub("credentials")
+        try writeFile(creds, Array("[default]\naws_access_key_id = \(server.accessKey)\naws_secret_access_key = wrong-secret-0123456789\n".utf8))
+        let mnt = dir.sub("mnt")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let m = try run(Repo.binary("cce4fs"), [fx.store, mnt, "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),s3_endpoint=\(server.endpoint),s3_credentials_file=\(creds)"])
+        #expect(m.status == 77, "\(m.status): \(m.stderr)")
+        #expect(m.stderr.contains("refused the credentials") && m.stderr.contains("SignatureDoesNotMatch"), "\(m.stderr)")
+        #expect(m.stderr.split(separator: "\n").count == 1 && !m.stderr.contains("wrong-secret"), "\(m.stderr)")
+        #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " "))
+        // The same through the AWS_* variables, for the packer.
+        try writeFile(dir.sub("src/a.txt"), [1, 2, 3])
+        _ = try run(Repo.binary("cce4"), ["key", "generate", "--insecure-key-file", dir.sub("k")])
+        let p = try run(Repo.binary("cce4"), ["dataset", "pack", dir.sub("src"), "--store", server.freshURL("creds"), "--dataset", "d", "--insecure-key-file", dir.sub("k")],
+                        environment: server.environment(secret: "wrong-secret-0123456789"))
+        #expect(p.status == 77 && p.stderr.contains("refused the credentials") && !p.stderr.contains("wrong-secret"), "\(p.status): \(p.stderr)")
+    }
+
+    @Test("the on-disk block cache holds only ciphertext (no known plaintext in it) and respects its size limit")
+    func diskCacheHoldsCiphertextOnly() throws {
+        let server = S3TestServer.shared
+        let dir = TempDir("cce4-s3-disk")
+        let marker = Array("LONGEVITY-PLAINTEXT-MARKER-7f3a:".utf8)
+        var text = [UInt8]()
+        while text.count < 3 << 20 { text += marker + Array(String(text.count).utf8) + [0x0a] }
+        try writeFile(dir.sub("src/notes/plain.txt"), text)
+        try writeFile(dir.sub("src/notes/random.bin"), try randomBytes(12 << 20))
+        let store = server.freshURL("disk")
+        let root = try packWithCLI(source: dir.sub("src"), store: store, dataset: "d", keyFile: dir.sub("k"), extra: server.cliOptions + ["--part-size", String(4 << 20)])
+        let limit = 8 << 20
+        let m = try TestMount(store: store, mountpoint: dir.sub("mnt"), dataset: "d", root: root, keyFile: dir.sub("k"),
+                              extra: server.mountOptions + ["s3_disk_cache=\(dir.sub("cache"))", "s3_disk_cache_size=8M"])
+        defer { m.unmount() }
+        for f in ["notes/plain.txt", "notes/random.bin"] {
+            #expect(bytesEqual(try readFile(m.path + "/" + f), try readFile(dir.sub("src/" + f))), "\(f)")
+        }
+        m.unmount()
+        func contains(_ hay: [UInt8], _ needle: [UInt8]) -> Bool {
+            Data(hay).range(of: Data(needle)) != nil
+        }
+        #expect(contains(text, marker), "the scan finds the marker in plaintext")
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir.sub("cache"))
+        var total = 0
+        for n in names {
+            let bytes = try readFile(dir.sub("cache/" + n))
+            total += bytes.count
+            #expect(!contains(bytes, marker), "plaintext in the disk cache: \(n)")
+            #expect(!contains(bytes, Array("PLAINTEXT-MARKER".utf8)))
+        }
+        #expect(names.count >= 4, "the cache was used: \(names.count) files")
+        #expect(total <= limit, "\(total) bytes on disk, limit \(limit)")
+    }
+}
+
+/// A 200 MiB file packed in 4 MiB parts on the test server, read through a fault-injecting
+/// proxy (built once).
+final class FaultFixture: @unchecked Sendable {
+    static let shared: FaultFixture = try! FaultFixture()
+    let dir = TempDir("cce4-faults")
+    let store: String
+    let root: String
+    let sha256: String
+    var key: String { dir.sub("k") }
+
+    init() throws {
+        let server = S3TestServer.shared
+        try writeFile(dir.sub("src/data/big.bin"), try randomBytes(200 << 20))
+        try writeFile(dir.sub("src/data/small.txt"), Array("small and cached\n".utf8))
+        sha256 = String(try shell("sha256sum < '\(dir.sub("src/data/big.bin"))'").stdoutText.prefix(64))
+        store = server.freshURL("faults")
+        root = try packWithCLI(source: dir.sub("src"), store: store, dataset: "f", keyFile: dir.sub("k"),
+                               extra: server.cliOptions + ["--part-size", String(4 << 20)])
+        try FileManager.default.removeItem(atPath: dir.sub("src/data/big.bin"))
+    }
+
+    /// Mounts through `proxy` with short timeouts and enough retries for a 30 % fault rate.
+    func mount(_ name: String, through proxy: FaultProxy, options: [String]) throws -> TestMount {
+        try TestMount(store: store, mountpoint: dir.sub(name), dataset: "f", root: root, keyFile: key,
+                      extra: ["s3_endpoint=\(proxy.endpoint)", "s3_credentials_file=\(S3TestServer.shared.credentialsFile)"] + options)
+    }
+}
+
+@Suite("cce4fs over a faulty network (fault-injecting proxy)", .serialized)
+struct S3FaultTests {
+    @Test("a full read of a 200 MiB file returns the exact bytes while the proxy injects each fault class",
+          arguments: [("reset", 0.2), ("500", 0.2), ("503", 0.2), ("stall", 0.1), ("truncate", 0.2)])
+    func faults(_ fault: String, _ rate: Double) throws {
+        let fx = FaultFixture.shared
+        let proxy = try FaultProxy(upstream: S3TestServer.shared.endpoint, fault: fault, rate: rate, stallSeconds: 3, seed: 42)
+        let m = try fx.mount("m-\(fault)", through: proxy, options: ["s3_retries=12", "s3_stall_timeout=1", "s3_connect_timeout=2"])
+        defer { m.unmount() }
+        let sum = try shell("sha256sum < '\(m.path)/data/big.bin'")
+        #expect(sum.status == 0, "\(sum.stderr)")
+        #expect(String(sum.stdoutText.prefix(64)) == fx.sha256, "\(fault): the bytes differ")
+        m.unmount()
+        let counts = proxy.stop()
+        #expect(counts.faults > 0 && counts.requests > 40, "\(fault): \(counts.faults) faults in \(counts.requests) requests")
+        let share = Double(counts.faults) / Double(max(1, counts.requests))
+        #expect(share >= rate / 2 && share <= rate * 2, "\(fault): injected \(counts.faults) of \(counts.requests)")
+    }
+
+    @Test("server gone: reads fail with EIO within the configured retry time; the mount stays up and cached directories list")
+    func serverGone() throws {
+        let fx = FaultFixture.shared
+        let proxy = try FaultProxy(upstream: S3TestServer.shared.endpoint, fault: "none", rate: 0)
+        let m = try fx.mount("m-gone", through: proxy, options: ["s3_retries=5", "s3_retry_time=3", "s3_connect_timeout=1"])
+        defer { m.unmount() }
+        #expect(try shell("ls '\(m.path)/data'").stdoutText == "big.bin\nsmall.txt\n")
+        #expect(try readFile(m.path + "/data/small.txt") == Array("small and cached\n".utf8))
+        proxy.stop()
+        let start = Date()
+        let (_, e) = preadAll(m.path + "/data/big.bin", 150 << 20, 4096)
+        let took = Date().timeIntervalSince(start)
+        #expect(e == EIO, "errno \(e)")
+        #expect(took < 3 + 5, "EIO after \(took) s")
+        // The mount is still up and answers from its caches.
+        #expect(try shell("ls '\(m.path)/data'").stdoutText == "big.bin\nsmall.txt\n")
+        var st = stat()
+        #expect(stat(m.path + "/data/big.bin", &st) == 0 && st.st_size == 200 << 20)
+        #expect((try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(m.path + " "))
     }
 }

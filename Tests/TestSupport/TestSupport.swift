@@ -193,3 +193,123 @@ public struct TestFailure: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// A real S3-compatible server on 127.0.0.1 for the s3:// tests: moto with signature checks
+/// on (scripts/s3_test_server.py), started on first use, one per test process, and gone when
+/// the process ends (the script serves until its standard input closes).
+public final class S3TestServer: @unchecked Sendable {
+    public static let shared: S3TestServer = {
+        do { return try S3TestServer() } catch { fatalError("cannot start the S3 test server: \(error)") }
+    }()
+
+    public static let bucket = "cce4-test"
+    public let endpoint: String
+    public let accessKey: String
+    public let secretKey: String
+    public let region: String
+    /// A shared credentials file whose [default] profile holds the test user's keys.
+    public let credentialsFile: String
+    private let process: Process
+    private let input: Pipe
+    private let dir = TempDir("cce4-s3")
+
+    public struct StartFailure: Error, CustomStringConvertible { public let description: String }
+
+    init() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Repo.python)
+        p.arguments = [Repo.root + "/scripts/s3_test_server.py", Self.bucket]
+        let out = Pipe(), input = Pipe()
+        let log = dir.sub("server.log")
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        p.standardOutput = out
+        p.standardInput = input
+        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try p.run()
+        // The first line: {"endpoint": ..., "access_key": ..., "secret_key": ..., "region": ...}.
+        var line = Data()
+        let h = out.fileHandleForReading
+        while true {
+            let b = h.readData(ofLength: 1)
+            if b.isEmpty || b == Data([0x0a]) { break }
+            line.append(b)
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: line) as? [String: String],
+              let e = obj["endpoint"], let a = obj["access_key"], let s = obj["secret_key"], let r = obj["region"] else {
+            p.terminate()
+            throw StartFailure(description: "s3_test_server.py did not start: " + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? ""))
+        }
+        endpoint = e; accessKey = a; secretKey = s; region = r
+        credentialsFile = dir.sub("credentials")
+        try writeFile(credentialsFile, Array("[default]\naws_access_key_id = \(a)\naws_secret_access_key = \(s)\n".utf8))
+        process = p
+        self.input = input
+    }
+
+    deinit { try? input.fileHandleForWriting.close(); process.waitUntilExit() }
+
+    /// `s3://cce4-test/NAME-RANDOM`: a fresh prefix, so tests never see each other's objects.
+    public func freshURL(_ name: String) -> String {
+        "s3://\(Self.bucket)/\(name)-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// cce4fs -o options that reach this server.
+    public var mountOptions: [String] { ["s3_endpoint=\(endpoint)", "s3_credentials_file=\(credentialsFile)"] }
+    /// cce4 options that reach this server.
+    public var cliOptions: [String] { ["--s3-endpoint", endpoint, "--s3-credentials-file", credentialsFile] }
+    /// AWS_* variables that reach this server (with the caller's environment).
+    public func environment(secret: String? = nil) -> [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        env["AWS_ENDPOINT_URL"] = endpoint
+        env["AWS_ACCESS_KEY_ID"] = accessKey
+        env["AWS_SECRET_ACCESS_KEY"] = secret ?? secretKey
+        env["AWS_REGION"] = region
+        env.removeValue(forKey: "AWS_PROFILE"); env.removeValue(forKey: "AWS_SESSION_TOKEN")
+        return env
+    }
+}
+
+/// The fault-injecting proxy (scripts/s3_fault_proxy.py) in front of an S3 endpoint: it
+/// forwards requests and, for a fraction of them, resets, answers 500 or 503 SlowDown,
+/// stalls, or cuts the body short. `stop()` ends it (the server is then gone) and returns
+/// how many requests it saw and how many it broke.
+public final class FaultProxy: @unchecked Sendable {
+    public let endpoint: String
+    private let process: Process
+    private let input: Pipe
+    private let errors: Pipe
+
+    public init(upstream: String, fault: String, rate: Double, stallSeconds: Double = 3, seed: Int = 1) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Repo.python)
+        p.arguments = [Repo.root + "/scripts/s3_fault_proxy.py", upstream, fault, String(rate), "--stall", String(stallSeconds), "--seed", String(seed)]
+        let out = Pipe(), input = Pipe(), errors = Pipe()
+        p.standardOutput = out; p.standardInput = input; p.standardError = errors
+        try p.run()
+        var line = Data()
+        while true {
+            let b = out.fileHandleForReading.readData(ofLength: 1)
+            if b.isEmpty || b == Data([0x0a]) { break }
+            line.append(b)
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: line) as? [String: String], let e = obj["endpoint"] else {
+            p.terminate()
+            throw S3TestServer.StartFailure(description: "s3_fault_proxy.py did not start: " + String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self))
+        }
+        endpoint = e; process = p; self.input = input; self.errors = errors
+    }
+
+    /// Stops the proxy; returns (requests, faults injected).
+    @discardableResult
+    public func stop() -> (requests: Int, faults: Int) {
+        guard process.isRunning else { return (0, 0) }
+        try? input.fileHandleForWriting.close()
+        let text = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let last = String(decoding: text, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
+        let obj = (try? JSONSerialization.jsonObject(with: Data(last.utf8))) as? [String: Int]
+        return (obj?["requests"] ?? 0, obj?["faults"] ?? 0)
+    }
+
+    deinit { stop() }
+}
