@@ -30,3 +30,9 @@ long cce4_curl_response_code(CURL *h) {
     if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK) return 0;
     return code;
 }
+
+long cce4_curl_num_connects(CURL *h) {
+    long n = 0;
+    if (curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &n) != CURLE_OK) return 0;
+    return n;
+}

@@ -156,8 +156,9 @@ final class CurlClient: Sendable {
     let credentials: S3Credentials
     let options: S3Options
     private let idle = Mutex<[CurlEasy]>([])
-    /// Requests sent, and attempts that were retries (for tests and logs).
-    let stats = Mutex<(requests: Int, retries: Int)>((0, 0))
+    /// Requests sent, attempts that were retries, and new TCP/TLS connections opened (for tests
+    /// and logs).
+    let stats = Mutex<(requests: Int, retries: Int, connections: Int)>((0, 0, 0))
 
     init(region: String, credentials: S3Credentials, options: S3Options) {
         self.region = region; self.credentials = credentials; self.options = options
@@ -235,6 +236,8 @@ final class CurlClient: Sendable {
         }
         easy.errorBuffer[0] = 0
         let result = Int32(bitPattern: curl_easy_perform(h).rawValue)
+        let opened = Int(cce4_curl_num_connects(h))
+        if opened > 0 { stats.withLock { $0.connections += opened } }
         // Unset the pointers into this frame before the handle goes back to the pool.
         _ = cce4_curl_setopt_pointer(h, CURLoption(UInt32(CCE4_CURLOPT_HTTPHEADER)), nil)
         if ctx.overflow { throw TransportError(code: 23, message: "the server sent more bytes than were asked for") }

@@ -29,8 +29,8 @@ public final class S3ObjectStore: ObjectStore {
     /// Block cache hits, misses, prefetches started, and bytes held (tests, logs).
     public var cacheStatistics: (hits: Int, misses: Int, prefetches: Int, cachedBytes: Int, pendingBytes: Int)? { cache?.statistics }
 
-    /// Requests sent and retried so far (tests, logs).
-    public var requestCounts: (requests: Int, retries: Int) { client.stats.withLock { $0 } }
+    /// Requests sent, retried, and new connections opened so far (tests, logs).
+    public var requestCounts: (requests: Int, retries: Int, connections: Int) { client.stats.withLock { $0 } }
 
     // MARK: URLs
 

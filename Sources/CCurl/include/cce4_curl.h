@@ -25,6 +25,10 @@ int cce4_curl_set_read(CURL *h, cce4_curl_data_cb cb, void *userdata);
 /// curl_easy_getinfo(CURLINFO_RESPONSE_CODE).
 long cce4_curl_response_code(CURL *h);
 
+/// curl_easy_getinfo(CURLINFO_NUM_CONNECTS): new connections the last transfer had to open
+/// (0 when it reused a pooled one).
+long cce4_curl_num_connects(CURL *h);
+
 /// The option numbers Swift cannot import as constants of the right type.
 enum {
     CCE4_CURLOPT_URL = CURLOPT_URL,
