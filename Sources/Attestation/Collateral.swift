@@ -1,5 +1,6 @@
 // Collateral: what verification needs besides the evidence, read from files so that
 // verification runs offline. docs/attestation.md says how to fetch each file.
+import Envelope
 import Foundation
 
 /// Intel PCS collateral for TDX quotes.
@@ -81,14 +82,14 @@ func readOptional(_ directory: String, _ name: String) throws(AttestationError) 
 public enum TrustAnchors {
     /// SHA-256 of the DER Intel SGX Root CA certificate
     /// (https://certificates.trustedservices.intel.com/Intel_SGX_Provisioning_Certification_RootCA.pem).
-    public static let intelSGXRootCA: [UInt8] = hexDecode("44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3")!
+    public static let intelSGXRootCA: [UInt8] = Hex.decode("44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3")!
 
     /// SHA-256 of the DER AMD Root Keys per product (https://kdsintf.amd.com/vcek/v1/{product}/cert_chain).
     /// The VLEK chains end at the same ARKs.
     public static let amdARK: [String: [UInt8]] = [
-        "Milan": hexDecode("69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd")!,
-        "Genoa": hexDecode("4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1")!,
-        "Turin": hexDecode("1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a")!,
+        "Milan": Hex.decode("69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd")!,
+        "Genoa": Hex.decode("4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1")!,
+        "Turin": Hex.decode("1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a")!,
     ]
 
     /// The Intel SGX TCB Signing certificates (same key, reissued 2025-05-06 when the first

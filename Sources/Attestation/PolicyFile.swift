@@ -1,5 +1,6 @@
 // A policy as a JSON file, so a relying party keeps its allow-list beside its configuration
 // (docs/attestation.md §Policy). Strict: an unknown key or a wrong type is an error, never ignored.
+import Envelope
 import Foundation
 
 extension Policy {
@@ -24,7 +25,7 @@ extension Policy {
             throw .invalidArgument("unknown policy key \"\(unknown)\" (known: \(Policy.fileKeys.sorted().joined(separator: ", ")))")
         }
         func hex(_ v: Any, _ count: Int, _ key: String) throws(AttestationError) -> [UInt8] {
-            guard let s = v as? String, let b = hexDecode(s), b.count == count else { throw .invalidArgument("\(key): \(2 * count) hex digits") }
+            guard let s = v as? String, let b = Hex.decode(s), b.count == count else { throw .invalidArgument("\(key): \(2 * count) hex digits") }
             return b
         }
         func bool(_ key: String) throws(AttestationError) -> Bool? {

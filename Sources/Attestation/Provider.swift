@@ -1,4 +1,5 @@
 // Evidence providers: how a guest obtains evidence binding 64 bytes of its choosing.
+import Envelope
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -45,7 +46,7 @@ public struct ConfigfsTSMProvider: EvidenceProvider {
         // A fresh entry: a random name, and mkdir fails rather than reuse an existing one.
         var name = [UInt8](repeating: 0, count: 8)
         for i in name.indices { name[i] = UInt8.random(in: 0...255) }
-        let entry = root + "/cce4-" + hexEncode(name)
+        let entry = root + "/cce4-" + Hex.encode(name)
         guard mkdir(entry, 0o700) == 0 else { throw .provider("cannot create \(entry): \(String(cString: strerror(errno)))") }
         emulator?(.created, entry)
         defer {

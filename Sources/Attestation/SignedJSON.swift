@@ -2,6 +2,7 @@
 // The signature covers the exact bytes of the inner object as they appear in the response, so
 // the verifier takes that raw span (never a re-serialisation) and parses the values from the
 // same span it verified.
+import Envelope
 import Foundation
 
 struct SignedJSON {
@@ -24,7 +25,7 @@ struct SignedJSON {
         body = Array(bytes[b])
         self.what = what
         guard let text = try? JSONSerialization.jsonObject(with: Data(bytes[s]), options: .fragmentsAllowed) as? String,
-              let sig = hexDecode(text), sig.count == 64 else { throw .collateral("\(what): signature is not 64 bytes of hex") }
+              let sig = Hex.decode(text), sig.count == 64 else { throw .collateral("\(what): signature is not 64 bytes of hex") }
         signature = sig
     }
 }

@@ -1,5 +1,6 @@
 // Verifies a TDX quote against Intel's PCS collateral at a given time. The order of the
 // checks, and why, is in docs/attestation.md §TDX; each failure names its `Check`.
+import Envelope
 import Foundation
 
 /// The SGX extension of a PCK certificate (OID 1.2.840.113741.1.13.1): the platform's TCB
@@ -85,7 +86,7 @@ public enum TDXVerifier {
         }
         // 3. The QE vouches for the attestation key: report data = SHA-256(key ‖ auth data) ‖ zeros.
         let qe = QEReport(q[quote.qeReport])
-        let expected = sha256(Array(q[quote.attestationKey]) + Array(q[quote.qeAuthData])) + [UInt8](repeating: 0, count: 32)
+        let expected = SHA256Digest.hash(Array(q[quote.attestationKey]) + Array(q[quote.qeAuthData])).bytes + [UInt8](repeating: 0, count: 32)
         guard qe.reportData == expected else {
             throw .failed(.qeReportBinding, "the QE report does not bind the attestation key")
         }
@@ -95,7 +96,7 @@ public enum TDXVerifier {
             throw .failed(.quoteSignature, "the quote's signature does not verify with the attestation key")
         }
         guard quote.teeType == 0x81 else { throw .format(String(format: "TEE type 0x%x is not TDX", quote.teeType)) }
-        guard quote.qeVendorID == TDXQuote.intelQEVendorID else { throw .format("the quoting enclave is not Intel's (QE vendor ID \(hexEncode(quote.qeVendorID)))") }
+        guard quote.qeVendorID == TDXQuote.intelQEVendorID else { throw .format("the quoting enclave is not Intel's (QE vendor ID \(Hex.encode(quote.qeVendorID)))") }
 
         // 5. Collateral: signed by Intel's TCB signing key, current at `time`, for this platform.
         let tcbInfo = try SignedJSON(collateral.tcbInfo, key: "tcbInfo", what: "TCB info")
@@ -122,10 +123,10 @@ public enum TDXVerifier {
             throw .failed(.collateralMismatch, "the TCB info is not TDX TCB info version 3")
         }
         guard e["id"] as? String == "TD_QE" else { throw .failed(.collateralMismatch, "the QE identity is not the TD quoting enclave's") }
-        guard let fmspc = (t["fmspc"] as? String).flatMap(hexDecode), fmspc == pckExt.fmspc else {
-            throw .failed(.collateralMismatch, "the TCB info is for FMSPC \(t["fmspc"] ?? "?"), the PCK certificate's is \(hexEncode(pckExt.fmspc))")
+        guard let fmspc = (t["fmspc"] as? String).flatMap(Hex.decode), fmspc == pckExt.fmspc else {
+            throw .failed(.collateralMismatch, "the TCB info is for FMSPC \(t["fmspc"] ?? "?"), the PCK certificate's is \(Hex.encode(pckExt.fmspc))")
         }
-        guard let pceID = (t["pceId"] as? String).flatMap(hexDecode), pceID == pckExt.pceID else {
+        guard let pceID = (t["pceId"] as? String).flatMap(Hex.decode), pceID == pckExt.pceID else {
             throw .failed(.collateralMismatch, "the TCB info's PCE ID differs from the PCK certificate's")
         }
 
@@ -138,7 +139,7 @@ public enum TDXVerifier {
         return Claims(
             platform: .tdx, simulated: false, measurement: quote.mrTD, rtmrs: quote.rtmrs, mrConfigID: quote.mrConfigID,
             hostData: nil, reportData: quote.reportData, tdAttributes: quote.tdAttributes, snpPolicy: nil, vmpl: nil,
-            debug: quote.debug, tcbStatus: max(platformStatus, qeStatus, moduleStatus), tcb: hexEncode(quote.teeTCBSVN),
+            debug: quote.debug, tcbStatus: max(platformStatus, qeStatus, moduleStatus), tcb: Hex.encode(quote.teeTCBSVN),
             advisoryIDs: Array(Set(advisories + moduleAdvisories)).sorted(), revocationChecked: revocationChecked,
             collateralNextUpdate: nextUpdate)
     }
@@ -167,7 +168,7 @@ public enum TDXVerifier {
     }
 
     static func qeIdentityStatus(_ qe: QEReport, _ e: [String: Any]) throws(AttestationError) -> TCBStatus {
-        func hex(_ k: String) -> [UInt8]? { (e[k] as? String).flatMap(hexDecode) }
+        func hex(_ k: String) -> [UInt8]? { (e[k] as? String).flatMap(Hex.decode) }
         guard let mrSigner = hex("mrsigner"), let misc = hex("miscselect"), let miscMask = hex("miscselectMask"),
               let attr = hex("attributes"), let attrMask = hex("attributesMask"), let prodID = e["isvprodid"] as? Int,
               let levels = e["tcbLevels"] as? [[String: Any]], misc.count == 4, miscMask.count == 4, attr.count == 16, attrMask.count == 16
@@ -197,8 +198,8 @@ public enum TDXVerifier {
             module = m
             levels = m["tcbLevels"] as? [[String: Any]]
         }
-        guard let module, let signer = (module["mrsigner"] as? String).flatMap(hexDecode),
-              let attr = (module["attributes"] as? String).flatMap(hexDecode), let mask = (module["attributesMask"] as? String).flatMap(hexDecode),
+        guard let module, let signer = (module["mrsigner"] as? String).flatMap(Hex.decode),
+              let attr = (module["attributes"] as? String).flatMap(Hex.decode), let mask = (module["attributesMask"] as? String).flatMap(Hex.decode),
               attr.count == 8, mask.count == 8 else { throw .collateral("the TCB info has no tdxModule mrsigner/attributes") }
         guard quote.mrSignerSeam == signer else { throw .failed(.tdxModule, "MRSIGNERSEAM is not the TDX module signer in the TCB info") }
         guard zip(quote.seamAttributes, mask).map({ $0 & $1 }) == attr else { throw .failed(.tdxModule, "SEAMATTRIBUTES do not match the TCB info") }

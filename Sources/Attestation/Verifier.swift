@@ -1,4 +1,5 @@
 // The entry point: recognise the evidence, verify it with its collateral, apply the policy.
+import Envelope
 import Foundation
 
 /// Where a verifier's collateral comes from.
@@ -73,13 +74,13 @@ public enum AttestationVerifier {
         switch detect(bytes) {
         case .tdx?:
             guard let q = try? TDXQuote(bytes), let chain = PEM.certificates(q.bytes[q.pckChain]), let ext = PCKExtension(chain[0]) else { return "" }
-            return "; fetch tcb_info.json from https://api.trustedservices.intel.com/tdx/certification/v4/tcb?fmspc=\(hexEncode(ext.fmspc))"
+            return "; fetch tcb_info.json from https://api.trustedservices.intel.com/tdx/certification/v4/tcb?fmspc=\(Hex.encode(ext.fmspc))"
                 + " (see docs/attestation.md for the QE identity and the CRLs)"
         case .sevSNP?:
             guard let r = try? SNPReport(bytes) else { return "" }
             let t = SNPTCB(raw: r.reportedTCBRaw, turin: false)
             func two(_ v: UInt8) -> String { v < 10 ? "0\(v)" : "\(v)" }
-            return "; for a Milan or Genoa chip, fetch vcek.der from https://kdsintf.amd.com/vcek/v1/{Milan|Genoa}/\(hexEncode(r.chipID))"
+            return "; for a Milan or Genoa chip, fetch vcek.der from https://kdsintf.amd.com/vcek/v1/{Milan|Genoa}/\(Hex.encode(r.chipID))"
                 + "?blSPL=\(two(t.bootloader))&teeSPL=\(two(t.tee))&snpSPL=\(two(t.snp))&ucodeSPL=\(two(t.microcode))"
                 + " and cert_chain.pem from https://kdsintf.amd.com/vcek/v1/{Milan|Genoa}/cert_chain (Turin: see docs/attestation.md)"
         default:

@@ -31,7 +31,7 @@ final class Certificate {
     }
 
     /// SHA-256 of the DER encoding (the certificate's fingerprint).
-    var fingerprint: [UInt8] { sha256(der) }
+    var fingerprint: [UInt8] { SHA256Digest.hash(der).bytes }
 
     /// The extension's contents (the DER inside its OCTET STRING), or nil when absent.
     func extensionValue(_ oid: String) -> [UInt8]? {
@@ -57,7 +57,7 @@ final class RevocationList {
     init?(bytes: [UInt8]) {
         var der = bytes
         if let pem = PEM.blocks(bytes, label: "X509 CRL").first { der = pem }
-        else if let text = String(bytes: bytes, encoding: .ascii), let hex = hexDecode(text.trimmingCharacters(in: .whitespacesAndNewlines)) { der = hex }
+        else if let text = String(bytes: bytes, encoding: .ascii), let hex = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)) { der = hex }
         guard let h = der.withUnsafeBufferPointer({ cce4_crl_from_der($0.baseAddress, $0.count) }) else { return nil }
         handle = h
     }
@@ -111,13 +111,6 @@ func verifyECDSA(point: ArraySlice<UInt8>, hashBits: Int32, message: ArraySlice<
     let p = Array(point), m = Array(message), r = Array(r), s = Array(s)
     return cce4_ecdsa_verify_raw(p, p.count, hashBits, m, m.count, r, s, r.count) == 1
 }
-
-func sha256(_ data: [UInt8]) -> [UInt8] { SHA256Digest.hash(data).bytes }
-
-/// Hex in either case (Envelope's `Hex`), or nil.
-func hexDecode(_ text: String) -> [UInt8]? { Hex.decode(text) }
-/// Lowercase hex.
-func hexEncode(_ bytes: some Collection<UInt8>) -> String { Hex.encode(bytes) }
 
 /// PEM blocks (RFC 7468) of one label, base64-decoded; text outside the blocks is ignored.
 enum PEM {

@@ -28,6 +28,8 @@ public final class EmbeddedLedger {
     private var lastLeaf: [UInt8]
     /// End of the last complete record.
     private var offset: Int
+    /// Where each entry's record starts, so `entry(_:)` is one read.
+    private var recordOffsets: [Int] = []
     private let logger: Logger
 
     /// How far past this machine's clock an entry may be dated, appended or read. Without a
@@ -139,6 +141,7 @@ public final class EmbeddedLedger {
             }
             try state.apply(entry)
             tree.append(leafHash: leaf)
+            recordOffsets.append(offset)
             lastLeaf = leaf
             offset += record.count
             return entry
@@ -151,22 +154,16 @@ public final class EmbeddedLedger {
     /// The entry at `index`, read back from the file.
     public func entry(_ index: UInt64) throws(LedgerError) -> Entry {
         guard index < tree.size else { throw .invalidArgument("the ledger has \(tree.size) entries; there is no entry \(index)") }
-        // Records have variable length: walk from the start (entries are small; this is for
-        // the CLI and proofs, not a hot path).
-        var at = Self.headerSize
-        var i: UInt64 = 0
-        while true {
-            var lenBytes = [UInt8](repeating: 0, count: 4)
-            guard lenBytes.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 4, off_t(at)) }) == 4 else { throw .io("cannot read \(path)") }
-            let len = Int(lenBytes.reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-            if i == index {
-                var body = [UInt8](repeating: 0, count: len)
-                guard body.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, len, off_t(at + 4)) }) == len else { throw .io("cannot read \(path)") }
-                return try Entry.decode(body)
-            }
-            at += 4 + len + 32
-            i += 1
+        let start = recordOffsets[Int(index)]
+        let end = Int(index) + 1 < recordOffsets.count ? recordOffsets[Int(index) + 1] : offset
+        var record = [UInt8](repeating: 0, count: end - start)
+        guard record.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, $0.count, off_t(start)) }) == record.count else {
+            throw .io("cannot read \(path): \(String(cString: strerror(errno)))")
         }
+        guard let (entry, _, _) = try Self.parseRecord(record, at: 0, index: index, fileOffset: start) else {
+            throw .corrupt(entry: Int(index), offset: start, "it is no longer complete in the file")
+        }
+        return entry
     }
 
     // MARK: - Reading
@@ -225,6 +222,7 @@ public final class EmbeddedLedger {
         for (k, r) in records.enumerated() {
             try check(r.entry, leaf: r.leaf, fileOffset: r.fileOffset, signatureError: signatureErrors[k])
             tree.append(leafHash: r.leaf)
+            recordOffsets.append(r.fileOffset)
             lastLeaf = r.leaf
         }
         if let parseError { throw parseError }
@@ -325,7 +323,7 @@ public final class EmbeddedLedger {
     /// Replays the whole file from scratch: framing, hashes, chain, signatures, rules.
     /// Throws `.corrupt` naming the first bad entry. `expected`, if given, must be a
     /// checkpoint of this log that the file is consistent with (no entry dropped after it).
-    public static func verify(path: String, against expected: Checkpoint? = nil, progress: ((UInt64) -> Void)? = nil) throws(LedgerError) -> Report {
+    public static func verify(path: String, against expected: Checkpoint? = nil) throws(LedgerError) -> Report {
         let ledger = try EmbeddedLedger(path: path, writable: false)
         var size = try ledger.fileSize()
         // An incomplete tail may be a writer mid-append: look again until it stops moving
@@ -339,7 +337,6 @@ public final class EmbeddedLedger {
             stuck = ledger.offset == before ? stuck + 1 : 0
             rounds += 1
         }
-        progress?(ledger.count)
         if let expected {
             guard expected.origin == ledger.origin else { throw .proof("the checkpoint is for \(expected.origin), this ledger is \(ledger.origin)") }
             guard expected.size <= ledger.count else {

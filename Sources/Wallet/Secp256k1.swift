@@ -70,17 +70,6 @@ public final class PrivateKey: Sendable {
     }
 }
 
-func subtractBE(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] {
-    var out = a
-    var borrow = 0
-    for i in stride(from: a.count - 1, through: 0, by: -1) {
-        var d = Int(a[i]) - Int(b[i]) - borrow
-        borrow = d < 0 ? 1 : 0
-        if d < 0 { d += 256 }
-        out[i] = UInt8(d)
-    }
-    return out
-}
 
 /// An uncompressed secp256k1 public key (0x04 || X || Y).
 public struct PublicKey: Hashable, Sendable {

@@ -85,8 +85,8 @@ struct AttestCommand: ParsableCommand {
             if allowDebug { p.allowDebug = true }
             if allowSimulated { p.allowSimulated = true }
             if allowNoCrl { p.requireRevocationCheck = false }
-            p.allowedMeasurements += try measurements.map { try hex($0, count: 48, "--measurement") }
-            if let reportData { p.expectedReportData = try hex(reportData, count: 64, "--report-data") }
+            p.allowedMeasurements += try measurements.map { try parseHex($0, bytes: 48, option: "--measurement") }
+            if let reportData { p.expectedReportData = try parseHex(reportData, bytes: 64, option: "--report-data") }
             if !acceptTCB.isEmpty {
                 p.acceptedTCBStatuses = Set(try acceptTCB.map { s in
                     guard let t = TCBStatus(rawValue: s) else {
@@ -167,9 +167,9 @@ struct AttestCommand: ParsableCommand {
         var output: String
 
         func run() throws {
-            let data = try reportData.map { try hex($0, count: 64, "--report-data") } ?? [UInt8](repeating: 0, count: 64)
-            let m = try measurement.map { try hex($0, count: 48, "--measurement") } ?? [UInt8](repeating: 0, count: 48)
             try guarded {
+                let data = try reportData.map { try parseHex($0, bytes: 64, option: "--report-data") } ?? [UInt8](repeating: 0, count: 64)
+                let m = try measurement.map { try parseHex($0, bytes: 48, option: "--measurement") } ?? [UInt8](repeating: 0, count: 48)
                 let key: SimulatedKey
                 if let bytes = FileManager.default.contents(atPath: keyFile) {
                     key = try SimulatedKey(fileBytes: Array(bytes))
@@ -192,10 +192,6 @@ struct AttestCommand: ParsableCommand {
     }
 }
 
-private func hex(_ s: String, count: Int, _ option: String) throws -> [UInt8] {
-    guard let b = Hex.decode(s), b.count == count else { throw ValidationError("\(option) must be \(2 * count) hex digits (\(count) bytes)") }
-    return b
-}
 
 private func parseTime(_ s: String) throws -> Date {
     if s.hasPrefix("@") {
@@ -207,17 +203,16 @@ private func parseTime(_ s: String) throws -> Date {
     return d
 }
 
-private func hexString(_ b: [UInt8]) -> String { Hex.encode(b) }
 
 /// The claims, one "name: value" line each.
 func describe(_ c: Claims, at time: Date) -> String {
     var lines: [(String, String)] = [("platform", c.platform.rawValue + (c.simulated ? " (SIMULATED: no hardware vouches for it)" : ""))]
-    lines.append((c.platform == .tdx ? "mrtd" : "measurement", hexString(c.measurement)))
-    for (i, r) in c.rtmrs.enumerated() { lines.append(("rtmr\(i)", hexString(r))) }
-    if let m = c.mrConfigID { lines.append(("mrconfigid", hexString(m))) }
-    if let h = c.hostData { lines.append(("host_data", hexString(h))) }
-    lines.append(("report_data", hexString(c.reportData)))
-    if let a = c.tdAttributes { lines.append(("td_attributes", hexString(a))) }
+    lines.append((c.platform == .tdx ? "mrtd" : "measurement", Hex.encode(c.measurement)))
+    for (i, r) in c.rtmrs.enumerated() { lines.append(("rtmr\(i)", Hex.encode(r))) }
+    if let m = c.mrConfigID { lines.append(("mrconfigid", Hex.encode(m))) }
+    if let h = c.hostData { lines.append(("host_data", Hex.encode(h))) }
+    lines.append(("report_data", Hex.encode(c.reportData)))
+    if let a = c.tdAttributes { lines.append(("td_attributes", Hex.encode(a))) }
     if let p = c.snpPolicy { lines.append(("policy", String(format: "0x%llx", p))) }
     if let v = c.vmpl { lines.append(("vmpl", "\(v)")) }
     lines.append(("debug", c.debug ? "YES" : "no"))

@@ -3,8 +3,10 @@ import ArgumentParser
 import Dataset
 import Envelope
 import Foundation
+import Ledger
 import Logging
 import ObjectStore
+import Wallet
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -46,6 +48,8 @@ struct Failure: Error, CustomStringConvertible {
         switch error {
         case DatasetError.integrity: return ". The object was modified, truncated, swapped or rolled back, or the key is not this dataset's key."
         case DatasetError.store(let e): return hint(e)
+        case LedgerError.corrupt: return ". The ledger file was altered or damaged: keep it for inspection and restore a copy that passes `cce4 ledger verify --checkpoint CP --signer ADDR` against your last published checkpoint."
+        case WalletError.keystore: return ". Check that FILE is a keystore v3 JSON (as written by `cce4 wallet new`, geth or MetaMask)."
         case let e as ObjectStoreError where e.code == .notFound: return ". Check --store, --dataset and --root."
         case let e as ObjectStoreError where e.code == .noSpace: return ". Free space in the store and run again; nothing was left half-written."
         default: return ""

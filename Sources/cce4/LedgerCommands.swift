@@ -39,12 +39,7 @@ func bootstrapLedgerLogging() {
     bootstrapLogging(.info)
 }
 
-func hash32(_ text: String, _ what: String) throws -> [UInt8] {
-    guard let b = Hex.decode(text.hasPrefix("0x") ? String(text.dropFirst(2)) : text), b.count == 32 else {
-        throw Failure(description: "\(what) must be 64 hex digits (a SHA-256 hash)", exitCode: Failure.usage)
-    }
-    return b
-}
+func hash32(_ text: String, _ what: String) throws -> [UInt8] { try parseHex(text, bytes: 32, option: what) }
 
 /// RFC 3339 for times up to the year 9999, else the Unix seconds as given.
 func formatTime(_ t: UInt64) -> String { t <= 253_402_300_799 ? SIWETime(unixSeconds: Int64(t)).text : "\(t) (Unix seconds)" }

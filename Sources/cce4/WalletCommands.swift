@@ -211,6 +211,17 @@ struct WalletCommand: ParsableCommand {
     }
 }
 
+/// Hex from the command line (an optional 0x prefix; `bytes` long when given); a usage error
+/// naming the option otherwise. The one hex parser of the cce4 commands.
+func parseHex(_ text: String, bytes count: Int?, option: String) throws -> [UInt8] {
+    let digits = text.hasPrefix("0x") || text.hasPrefix("0X") ? String(text.dropFirst(2)) : text
+    guard let b = Hex.decode(digits), count == nil || b.count == count else {
+        let size = count.map { "\(2 * $0) hex digits (\($0) bytes)" } ?? "hex digits"
+        throw Failure(description: "\(option) must be \(size)", exitCode: Failure.usage)
+    }
+    return b
+}
+
 /// An option's value, else the environment variable's, else a usage error saying `missing`.
 func optionOrEnvironment(_ value: String?, _ variable: String, missing: String) throws -> String {
     guard let v = value ?? ProcessInfo.processInfo.environment[variable] else {
@@ -226,8 +237,7 @@ func messageBytes(_ text: String?, file: String?, hex: String?) throws -> [UInt8
         guard let d = FileManager.default.contents(atPath: f) else { throw Failure(description: "cannot read \(f)", exitCode: Failure.noInput) }
         return Array(d)
     case (nil, nil, let h?):
-        guard let b = Hex.decode(h.hasPrefix("0x") ? String(h.dropFirst(2)) : h) else { throw Failure(description: "--hex is not hex", exitCode: Failure.usage) }
-        return b
+        return try parseHex(h, bytes: nil, option: "--hex")
     default: throw Failure(description: "give the message once: as an argument, --file or --hex", exitCode: Failure.usage)
     }
 }

@@ -2,6 +2,7 @@
 // samples, and check verification fails at the right check. Bounded: every byte of the small
 // regions, a seeded sample of the large ones. Plus truncation, oversize and a seeded fuzzer.
 @testable import Attestation
+import Envelope
 import Foundation
 import TestSupport
 import Testing
@@ -84,12 +85,12 @@ struct MutationTests {
                   alsoOK: [.collateral], alsoAt: structural, verify)
             // The signature: flip its bytes and re-encode as hex.
             let sigSpan = TopLevelSpans(doc)!.values["signature"]!
-            let sig = hexDecode(String(decoding: doc[(sigSpan.lowerBound + 1)..<(sigSpan.upperBound - 1)], as: UTF8.self))!
+            let sig = Hex.decode(String(decoding: doc[(sigSpan.lowerBound + 1)..<(sigSpan.upperBound - 1)], as: UTF8.self))!
             for i in 0..<64 {
                 var s = sig
                 s[i] ^= 0x04
                 var m = doc
-                m.replaceSubrange((sigSpan.lowerBound + 1)..<(sigSpan.upperBound - 1), with: Array(hexEncode(s).utf8))
+                m.replaceSubrange((sigSpan.lowerBound + 1)..<(sigSpan.upperBound - 1), with: Array(Hex.encode(s).utf8))
                 let got = failedCheck { try verify(m) }
                 if got != check { Issue.record("\(file) signature byte \(i): \(String(describing: got))"); return }
             }

@@ -67,15 +67,7 @@ struct S3ObjectStoreTests {
 
     @Test("create-if-absent refuses to replace, and changes nothing")
     func ifAbsent() throws {
-        let store = try open("ifabsent")
-        try store.put(k("a"), [1], ifAbsent: true)
-        do throws(ObjectStoreError) {
-            try store.put(k("a"), [2], ifAbsent: true)
-            Issue.record("replaced an existing object")
-        } catch {
-            #expect(error.code == .alreadyExists)
-        }
-        #expect(try store.get(k("a")).bytes == [1])
+        try StoreContract.createIfAbsent(try open("ifabsent"))
     }
 
     @Test("If-Match: an object replaced since it was opened gives preconditionFailed, never new bytes")

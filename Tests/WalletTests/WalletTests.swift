@@ -347,3 +347,16 @@ func loadJSON(_ path: String) throws -> [String: [String: Any]] {
         #expect(opened < 3000)
     }
 }
+
+/// a - b for equal-length big-endian numbers with a >= b (the malleable twin of a signature).
+func subtractBE(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] {
+    var out = a
+    var borrow = 0
+    for i in stride(from: a.count - 1, through: 0, by: -1) {
+        var d = Int(a[i]) - Int(b[i]) - borrow
+        borrow = d < 0 ? 1 : 0
+        if d < 0 { d += 256 }
+        out[i] = UInt8(d)
+    }
+    return out
+}
