@@ -20,10 +20,15 @@ let package = Package(
         .library(name: "Wallet", targets: ["Wallet"]),
         .library(name: "Ledger", targets: ["Ledger"]),
         .library(name: "Attestation", targets: ["Attestation"]),
+        .library(name: "PrivacyPlane", targets: ["PrivacyPlane"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // C fence: OpenSSL libcrypto through a handful of typed shim functions.
@@ -57,10 +62,24 @@ let package = Package(
         .target(name: "Ledger", dependencies: ["Wallet", "Envelope", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Attestation evidence: configfs-tsm and simulated providers; TDX, SEV-SNP verifiers; policy.
         .target(name: "Attestation", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
+        // The Privacy Plane: the HTTP service (Hummingbird 2) that signs users in, encrypts uploads,
+        // keeps wrapped DEKs in the store and records datasets, rentals and audit on the ledger.
+        .target(
+            name: "PrivacyPlane",
+            dependencies: [
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation", "PrivacyPlane",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -93,6 +112,8 @@ let package = Package(
         .testTarget(name: "FilesystemTests", dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "WalletTests", dependencies: ["Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
+        // The Privacy Plane on loopback: in-process servers and `cce4 plane serve` subprocesses.
+        .testTarget(name: "PlaneTests", dependencies: ["PrivacyPlane", "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],

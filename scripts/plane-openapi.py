@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Writes docs/openapi.json (the Privacy Plane's OpenAPI 3.1 document) and its Swift copy,
+Sources/PrivacyPlane/OpenAPIDocument.swift, which the plane serves at /openapi.json.
+Edit this script, run it, commit both outputs (PlaneTests checks they agree with the router)."""
+import json, os
+
+ADDR = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$", "description": "Ethereum address (EIP-55 in responses)"}
+HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+DSID = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "minLength": 1, "maxLength": 64}
+U64 = {"type": "integer", "minimum": 0, "maximum": 18446744073709551615}
+
+def ref(n): return {"$ref": f"#/components/schemas/{n}"}
+def ok(desc, schema=None, ctype="application/json"):
+    r = {"description": desc}
+    if schema is not None: r["content"] = {ctype: {"schema": schema}}
+    return r
+def problems(*codes):
+    names = {400: "Malformed request", 401: "Not signed in, or the token or sign-in is invalid", 403: "Not allowed (not the owner; operator approval required)",
+             404: "No such dataset, version or rental", 409: "Conflicts with the ledger (already exists, already ended)", 413: "Body too large",
+             415: "Wrong content type", 422: "Well-formed but invalid fields", 503: "Store or ledger unavailable"}
+    return {str(c): {"description": names[c], "content": {"application/problem+json": {"schema": ref("Problem")}}} for c in codes}
+def jbody(schema): return {"required": True, "content": {"application/json": {"schema": schema}}}
+BEARER = [{"bearer": []}]
+ID = {"name": "id", "in": "path", "required": True, "schema": DSID, "description": "Dataset id"}
+
+paths = {
+  "/healthz": {"get": {"operationId": "health", "summary": "Liveness", "responses": {"200": ok("Up", ref("Health"))}}},
+  "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (request counts and latency by route and status)",
+                        "responses": {"200": ok("Prometheus text exposition format", {"type": "string"}, "text/plain")}}},
+  "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "responses": {"200": ok("OpenAPI 3.1", {"type": "object"})}}},
+  "/v1/auth/nonce": {"get": {"operationId": "authNonce", "summary": "A single-use nonce and the fields of the EIP-4361 message to sign",
+                              "responses": {"200": ok("Nonce", ref("Nonce"))}}},
+  "/v1/auth/login": {"post": {"operationId": "authLogin", "summary": "Sign in with a signed EIP-4361 message; returns a bearer token",
+                               "requestBody": jbody(ref("Login")),
+                               "responses": {"200": ok("Signed in", ref("Token")), **problems(400, 401, 413, 415, 422, 503)}}},
+  "/v1/datasets": {"post": {"operationId": "createDataset", "summary": "Create a dataset owned by the caller (registered on the ledger)", "security": BEARER,
+                             "requestBody": jbody(ref("CreateDataset")),
+                             "responses": {"201": ok("Created", ref("Dataset")), **problems(400, 401, 403, 409, 413, 415, 422, 503)}}},
+  "/v1/datasets/{id}": {"get": {"operationId": "getDataset", "summary": "A dataset and its versions", "parameters": [ID],
+                                 "responses": {"200": ok("Dataset", ref("Dataset")), **problems(404, 422, 503)}}},
+  "/v1/datasets/{id}/versions": {
+     "get": {"operationId": "listVersions", "summary": "Versions: root hashes, sizes, file counts (no names)", "parameters": [ID],
+             "responses": {"200": ok("Versions", ref("VersionList")), **problems(404, 422, 503)}},
+     "put": {"operationId": "uploadVersion", "summary": "Upload a version as a tar stream; the plane encrypts it as it reads", "security": BEARER, "parameters": [ID],
+             "requestBody": {"required": True, "content": {"application/x-tar": {"schema": {"type": "string", "contentMediaType": "application/x-tar"}}}},
+             "responses": {"201": ok("Stored and recorded", ref("NewVersion")), **problems(400, 401, 403, 404, 409, 413, 415, 422, 503)}}},
+  "/v1/datasets/{id}/versions/{root}": {"delete": {"operationId": "deleteVersion", "summary": "Delete a version's objects (the ledger keeps its history)", "security": BEARER,
+             "parameters": [ID, {"name": "root", "in": "path", "required": True, "schema": HASH}],
+             "responses": {"204": ok("Deleted"), **problems(401, 403, 404, 422, 503)}}},
+  "/v1/datasets/{id}/rentals": {"post": {"operationId": "grantRental", "summary": "Grant a rental (owner)", "security": BEARER, "parameters": [ID],
+             "requestBody": jbody(ref("GrantRental")),
+             "responses": {"201": ok("Granted", ref("Rental")), **problems(400, 401, 403, 404, 409, 413, 415, 422, 503)}}},
+  "/v1/datasets/{id}/rentals/{rental}": {
+     "get": {"operationId": "rentalStatus", "summary": "Whether an address holds an active rental ({rental} is the address)",
+             "parameters": [ID, {"name": "rental", "in": "path", "required": True, "schema": ADDR, "description": "The user's address"}],
+             "responses": {"200": ok("Status", ref("RentalStatus")), **problems(404, 422, 503)}},
+     "delete": {"operationId": "endRental", "summary": "End a rental early (owner; {rental} is the rental id)", "security": BEARER,
+             "parameters": [ID, {"name": "rental", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,19}$"}, "description": "The rental id"}],
+             "responses": {"204": ok("Ended"), **problems(401, 403, 404, 409, 422, 503)}}},
+  "/v1/audit": {"get": {"operationId": "audit", "summary": "Ledger events about a dataset with inclusion proofs against a checkpoint signed by the plane",
+             "parameters": [{"name": "dataset", "in": "query", "required": True, "schema": DSID}],
+             "responses": {"200": ok("Audit trail", ref("AuditTrail")), **problems(400, 404, 422, 503)}}},
+}
+
+schemas = {
+  "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status", "detail"],
+              "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}}},
+  "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+  "Nonce": {"type": "object", "required": ["nonce", "domain", "uri", "chainId", "statement", "expiresAt"],
+            "properties": {"nonce": {"type": "string"}, "domain": {"type": "string"}, "uri": {"type": "string"}, "chainId": U64, "statement": {"type": "string"}, "expiresAt": U64}},
+  "Login": {"type": "object", "required": ["message", "signature"], "properties": {"message": {"type": "string", "maxLength": 4096}, "signature": {"type": "string", "pattern": "^0x[0-9a-fA-F]{130}$"}}},
+  "Token": {"type": "object", "required": ["token", "address", "expiresAt"], "properties": {"token": {"type": "string"}, "address": ADDR, "expiresAt": U64}},
+  "CreateDataset": {"type": "object", "required": ["id"], "properties": {"id": DSID, "policyHash": HASH}},
+  "Version": {"type": "object", "required": ["root", "files", "bytes", "createdAt"], "properties": {"root": HASH, "files": {"type": "integer"}, "bytes": {"type": "integer"}, "createdAt": U64}},
+  "NewVersion": {"type": "object", "required": ["root", "files", "bytes"], "properties": {"root": HASH, "files": {"type": "integer"}, "bytes": {"type": "integer"}, "createdAt": U64}},
+  "VersionList": {"type": "object", "required": ["versions"], "properties": {"versions": {"type": "array", "items": ref("Version")}}},
+  "Dataset": {"type": "object", "required": ["id", "owner", "policyHash", "versions"],
+              "properties": {"id": DSID, "owner": ADDR, "policyHash": HASH, "versions": {"type": "array", "items": ref("Version")}}},
+  "GrantRental": {"type": "object", "required": ["user", "expires"], "properties": {"user": ADDR, "expires": U64}},
+  "Rental": {"type": "object", "required": ["rentalId", "user", "expires"], "properties": {"rentalId": U64, "user": ADDR, "expires": U64}},
+  "RentalStatus": {"type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}, "rentalId": U64, "expires": U64}},
+  "AuditEvent": {"type": "object", "required": ["index", "time", "actor", "kind", "event", "leafHash", "entry", "proof"],
+                 "properties": {"index": U64, "time": U64, "actor": ADDR, "kind": {"type": "string"}, "event": {"type": "string"}, "dataset": {"type": "string"},
+                                "payloadHash": HASH, "leafHash": HASH, "entry": {"type": "string", "description": "the entry body, hex (its SHA-256 with a 0x00 prefix is the leaf hash)"},
+                                "proof": {"type": "array", "items": HASH}}},
+  "AuditTrail": {"type": "object", "required": ["checkpoint", "events"], "properties": {"checkpoint": {"type": "string", "description": "C2SP signed note"}, "events": {"type": "array", "items": ref("AuditEvent")}}},
+}
+
+doc = {"openapi": "3.1.0",
+       "info": {"title": "cce4long Privacy Plane", "version": "1.0.0",
+                "description": "Wallet sign-in (EIP-4361), encrypted dataset upload, versions, rentals and audit. Errors are RFC 9457 application/problem+json. See docs/plane.md."},
+       "servers": [{"url": "http://127.0.0.1:8443"}],
+       "paths": paths,
+       "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "Token from POST /v1/auth/login"}}}}
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+with open(os.path.join(root, "docs/openapi.json"), "w") as f: f.write(text)
+with open(os.path.join(root, "Sources/PrivacyPlane/OpenAPIDocument.swift"), "w") as f:
+    f.write("// Generated by scripts/plane-openapi.py from the same source as docs/openapi.json: do not edit.\n")
+    f.write("enum OpenAPI {\n    /// The OpenAPI 3.1 document served at /openapi.json.\n    static let document = #\"\"\"\n")
+    f.write(text)
+    f.write("\"\"\"#\n}\n")
