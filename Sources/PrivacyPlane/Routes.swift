@@ -4,6 +4,7 @@ import Envelope
 import Foundation
 import Hummingbird
 import Ledger
+import NIOCore
 import Wallet
 
 enum Routes {
@@ -27,7 +28,9 @@ enum Routes {
         }
         var r = req
         let buf: ByteBuffer
-        do { buf = try await r.collectBody(upTo: limit) } catch let e as HTTPError where e.status == .contentTooLarge {
+        do { buf = try await r.collectBody(upTo: limit) } catch is NIOTooManyBytesError {
+            throw PlaneError.payloadTooLarge("JSON bodies are limited to \(limit) bytes")
+        } catch let e as HTTPError where e.status == .contentTooLarge {
             throw PlaneError.payloadTooLarge("JSON bodies are limited to \(limit) bytes")
         }
         let data = Data(buffer: buf)

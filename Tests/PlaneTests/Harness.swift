@@ -1,0 +1,116 @@
+// A real plane on 127.0.0.1 (port 0), in-process, over a fresh file:// store and ledger, and a
+// small blocking HTTP client (URLSession) for the tests.
+import Envelope
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Ledger
+import Logging
+import PrivacyPlane
+import Synchronization
+import TestSupport
+import Wallet
+
+struct HTTPReply: Sendable {
+    let status: Int
+    let headers: [String: String]
+    let body: Data
+    var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body) as? [String: Any]) ?? [:] }
+    var text: String { String(decoding: body, as: UTF8.self) }
+    func header(_ name: String) -> String? { headers.first { $0.key.lowercased() == name.lowercased() }?.value }
+}
+
+final class Box<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v } }
+
+/// Blocking HTTP over URLSession (test client only; the product's clients use CurlHTTP).
+func http(_ method: String, _ url: String, json: Any? = nil, body: Data? = nil, token: String? = nil,
+          headers: [String: String] = [:]) throws -> HTTPReply {
+    var req = URLRequest(url: URL(string: url)!)
+    req.httpMethod = method
+    req.timeoutInterval = 60
+    if let json { req.httpBody = try JSONSerialization.data(withJSONObject: json); req.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+    if let body { req.httpBody = body }
+    if let token { req.setValue("Bearer " + token, forHTTPHeaderField: "Authorization") }
+    for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
+    let done = DispatchSemaphore(value: 0)
+    let out = Box<Result<HTTPReply, any Error>?>(nil)
+    URLSession.shared.dataTask(with: req) { data, resp, err in
+        if let err { out.value = .failure(err) } else if let r = resp as? HTTPURLResponse {
+            var h = [String: String]()
+            for (k, v) in r.allHeaderFields { h["\(k)"] = "\(v)" }
+            out.value = .success(HTTPReply(status: r.statusCode, headers: h, body: data ?? Data()))
+        }
+        done.signal()
+    }.resume()
+    done.wait()
+    return try out.value!.get()
+}
+
+/// A deployment: one store, one ledger, one KEK file; planes started on it share them.
+final class Deployment: @unchecked Sendable {
+    let dir = TempDir("cce4-plane")
+    var store: String { "file://" + dir.sub("store") }
+    var ledger: String { dir.sub("ledger") }
+    var kek: String { dir.sub("kek") }
+    let kekBytes: SecureBytes
+
+    init() throws {
+        try FileManager.default.createDirectory(atPath: dir.sub("store"), withIntermediateDirectories: true)
+        try EmbeddedLedger.create(path: dir.sub("ledger"))
+        kekBytes = try SecureBytes.random(count: 32)
+        var b = InsecureKeyFile.encode(kekBytes)
+        defer { secureWipe(&b) }
+        _ = FileManager.default.createFile(atPath: dir.sub("kek"), contents: Data(b), attributes: [.posixPermissions: 0o600])
+    }
+
+    func config() -> PlaneConfig {
+        var c = PlaneConfig()
+        c.port = 0; c.store = store; c.ledger = ledger
+        c.sealing = .devKeyFile; c.devKEKFile = kek; c.allowInsecureDevKEK = true
+        c.maxUploadBytes = 8 << 20
+        return c
+    }
+}
+
+/// An in-process plane, stopped (gracefully) when released.
+final class RunningPlane: @unchecked Sendable {
+    let server: PlaneServer
+    let task: Task<Void, any Error>
+    let port: Int
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    init(_ config: PlaneConfig) throws {
+        var logger = Logger(label: "cce4.plane.test")
+        logger.logLevel = .warning
+        server = try PlaneServer(config: config, logger: logger)
+        let s = server
+        let ready = DispatchSemaphore(value: 0)
+        task = Task { try await s.run { _ in ready.signal() } }
+        guard ready.wait(timeout: .now() + 30) == .success, let p = server.boundPort else { fatalError("plane did not start") }
+        port = p
+    }
+
+    deinit { task.cancel() }
+
+    /// Signs in with `key` (SIWE over /v1/auth/nonce) and returns the bearer token.
+    func signIn(_ key: PrivateKey) throws -> String {
+        let (text, sig) = try signedMessage(key)
+        let r = try http("POST", base + "/v1/auth/login", json: ["message": text, "signature": sig])
+        guard r.status == 200, let t = r.json["token"] as? String else { throw TestFailure("login: \(r.status) \(r.text)") }
+        return t
+    }
+
+    /// A SIWE message for this plane, signed by `key`; `edit` may alter fields before signing.
+    func signedMessage(_ key: PrivateKey, edit: (inout SIWEMessage) -> Void = { _ in }) throws -> (String, String) {
+        let n = try http("GET", base + "/v1/auth/nonce").json
+        let now = Int64(Date().timeIntervalSince1970)
+        var m = SIWEMessage(domain: n["domain"] as! String, address: key.address, statement: n["statement"] as? String, uri: n["uri"] as! String,
+                            chainID: (n["chainId"] as! NSNumber).uint64Value, nonce: n["nonce"] as! String, issuedAt: SIWETime(unixSeconds: now),
+                            expirationTime: SIWETime(unixSeconds: now + 300))
+        edit(&m)
+        return (m.text, try key.signPersonal(Array(m.text.utf8)).hex)
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible { let description: String; init(_ d: String) { description = d } }
