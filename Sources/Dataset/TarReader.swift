@@ -1,6 +1,9 @@
 // A strict, streaming reader of tar archives (POSIX ustar, pax, GNU long names).
 // See docs/tar.md for exactly what is accepted and refused.
 import Envelope
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A pull source of bytes: a file, a pipe, an HTTP request body.
 public protocol ByteSource: AnyObject {
@@ -127,7 +130,10 @@ public final class TarReader {
     private var paddingRemaining = 0
     private var entryCount = 0
     private var totalBytes: Int64 = 0
-    private var seen = Set<[UInt8]>()
+    /// Every path so far: true for directories.
+    private var seen = [[UInt8]: Bool]()
+    /// Every directory some path goes through (explicit or not).
+    private var parents = Set<[UInt8]>()
     private var finished = false
     private var failed: (any Error)? = nil
     private var globalHeaders = 0
@@ -383,7 +389,15 @@ public final class TarReader {
         }
         if case .symlink = kind, components.isEmpty { throw fail(.unsafeName, "a symlink named '.' (the archive's root)") }
         let path = Array(components.joined(separator: [0x2f]))
-        guard seen.insert(path).inserted else { throw fail(.duplicate, "the same path appears twice") }
+        guard seen[path] == nil else { throw fail(.duplicate, "the same path appears twice") }
+        var prefix = [UInt8]()
+        for c in components.dropLast() {
+            prefix = prefix.isEmpty ? c : prefix + [0x2f] + c
+            if seen[prefix] == false { throw fail(.duplicate, "the path goes through a file or symlink") }
+            parents.insert(prefix)
+        }
+        if !isDir && parents.contains(path) { throw fail(.duplicate, "a file or symlink has the path of a directory") }
+        seen[path] = isDir
         entryCount += 1
         if case .file(let s) = kind { contentRemaining = s; paddingRemaining = padding(s) }
         return TarEntry(components: components, kind: kind, mode: mode, mtimeSeconds: mtime.0, mtimeNanoseconds: mtime.1, index: index, offset: start)
@@ -544,5 +558,33 @@ public final class TarReader {
             if ns > 0 { sec -= 1; ns = 1_000_000_000 - ns }
         }
         return (sec, UInt32(ns))
+    }
+}
+
+/// A `ByteSource` over a file descriptor (a file, a pipe, standard input).
+public final class FileByteSource: ByteSource {
+    private let fd: Int32
+    private let owned: Bool
+
+    /// Reads `fd`; closes it at deinit only when `closeOnDeinit`.
+    public init(fd: Int32, closeOnDeinit: Bool = false) { self.fd = fd; self.owned = closeOnDeinit }
+
+    /// Opens `path` for reading.
+    public init(path: String) throws {
+        let f = open(path, O_RDONLY | O_CLOEXEC)
+        guard f >= 0 else { throw DatasetError.source("cannot read \(path): \(String(cString: strerror(errno)))") }
+        fd = f; owned = true
+    }
+
+    deinit { if owned { close(fd) } }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard buffer.count > 0 else { return 0 }
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw DatasetError.source("cannot read the archive: \(String(cString: strerror(errno)))")
+        }
     }
 }
