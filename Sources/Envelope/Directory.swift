@@ -403,11 +403,13 @@ public enum AssociatedData {
 /// Sealing and opening whole directory objects.
 public enum DirectoryObject {
     /// Encrypts a listing; returns the object bytes and their SHA-256 (the directory's name).
+    /// `header` is for deterministic test packs only (see `StreamEncryptor`).
     public static func seal(_ entries: [DirectoryEntry], datasetID: String, key: SecureBytes,
-                            parameters: StreamParameters = .default) throws -> (object: [UInt8], hash: SHA256Digest) {
+                            parameters: StreamParameters = .default, header: StreamHeader? = nil) throws -> (object: [UInt8], hash: SHA256Digest) {
         var body = try DirectoryCodec.encode(entries)
         defer { secureWipe(&body) }
-        let obj = try StreamEncryptor.encrypt(body, key: key, associatedData: AssociatedData.directory(datasetID: datasetID), parameters: parameters)
+        let obj = try StreamEncryptor.encrypt(body, key: key, associatedData: AssociatedData.directory(datasetID: datasetID),
+                                              parameters: parameters, header: header)
         return (obj, SHA256Digest.hash(obj))
     }
 
