@@ -5,6 +5,30 @@ enum OpenAPI {
 {
   "components": {
     "schemas": {
+      "Approval": {
+        "properties": {
+          "expires": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "nonce": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "signature": {
+            "pattern": "^0x[0-9a-fA-F]{130}$",
+            "type": "string"
+          }
+        },
+        "required": [
+          "expires",
+          "nonce",
+          "signature"
+        ],
+        "type": "object"
+      },
       "AuditEvent": {
         "properties": {
           "actor": {
@@ -335,6 +359,86 @@ enum OpenAPI {
         ],
         "type": "object"
       },
+      "TypedData": {
+        "properties": {
+          "domain": {
+            "properties": {
+              "chainId": {
+                "maximum": 18446744073709551615,
+                "minimum": 0,
+                "type": "integer"
+              },
+              "name": {
+                "type": "string"
+              },
+              "salt": {
+                "pattern": "^0x[0-9a-f]{64}$",
+                "type": "string"
+              },
+              "verifyingContract": {
+                "description": "Ethereum address (EIP-55 in responses)",
+                "pattern": "^0x[0-9a-fA-F]{40}$",
+                "type": "string"
+              },
+              "version": {
+                "type": "string"
+              }
+            },
+            "required": [
+              "name",
+              "version",
+              "chainId",
+              "verifyingContract",
+              "salt"
+            ],
+            "type": "object"
+          },
+          "message": {
+            "properties": {
+              "expires": {
+                "maximum": 18446744073709551615,
+                "minimum": 0,
+                "type": "integer"
+              },
+              "nonce": {
+                "maximum": 18446744073709551615,
+                "minimum": 0,
+                "type": "integer"
+              },
+              "operator": {
+                "description": "Ethereum address (EIP-55 in responses)",
+                "pattern": "^0x[0-9a-fA-F]{40}$",
+                "type": "string"
+              },
+              "owner": {
+                "description": "Ethereum address (EIP-55 in responses)",
+                "pattern": "^0x[0-9a-fA-F]{40}$",
+                "type": "string"
+              }
+            },
+            "required": [
+              "owner",
+              "operator",
+              "expires",
+              "nonce"
+            ],
+            "type": "object"
+          },
+          "primaryType": {
+            "const": "OperatorApproval"
+          },
+          "types": {
+            "type": "object"
+          }
+        },
+        "required": [
+          "types",
+          "primaryType",
+          "domain",
+          "message"
+        ],
+        "type": "object"
+      },
       "Version": {
         "properties": {
           "bytes": {
@@ -620,6 +724,166 @@ enum OpenAPI {
           }
         },
         "summary": "A single-use nonce and the fields of the EIP-4361 message to sign"
+      }
+    },
+    "/v1/auth/operator-approval": {
+      "get": {
+        "operationId": "operatorApprovalRequest",
+        "parameters": [
+          {
+            "description": "End of the approval (default: 30 days from now); 0 revokes",
+            "in": "query",
+            "name": "expires",
+            "required": false,
+            "schema": {
+              "maximum": 18446744073709551615,
+              "minimum": 0,
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/TypedData"
+                }
+              }
+            },
+            "description": "Typed data to sign"
+          },
+          "401": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Not signed in, or the token or sign-in is invalid"
+          },
+          "422": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Well-formed but invalid fields"
+          },
+          "503": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Store or ledger unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "The EIP-712 typed data (eth_signTypedData_v4) approving the plane as the caller's ledger operator"
+      },
+      "post": {
+        "operationId": "operatorApprove",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/Approval"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "204": {
+            "description": "Recorded"
+          },
+          "400": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Malformed request"
+          },
+          "401": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Not signed in, or the token or sign-in is invalid"
+          },
+          "409": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Conflicts with the ledger (already exists, already ended)"
+          },
+          "413": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Body too large"
+          },
+          "415": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Wrong content type"
+          },
+          "422": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Well-formed but invalid fields"
+          },
+          "503": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Store or ledger unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "Record the caller's signed operator approval on the ledger"
       }
     },
     "/v1/datasets": {

@@ -59,6 +59,7 @@ enum Routes {
     struct CreateBody: Decodable { let id: String; let policyHash: String? }
     struct LoginBody: Decodable { let message: String; let signature: String }
     struct RentalBody: Decodable { let user: String; let expires: UInt64 }
+    struct ApprovalBody: Decodable { let expires: UInt64; let nonce: UInt64; let signature: String }
 
     static func register(on: (HTTPRequest.Method, String, @escaping Handler) -> Void, service: PlaneService, metrics: PlaneMetrics) {
         let limit = service.config.maxJSONBody
@@ -73,6 +74,26 @@ enum Routes {
             let b = try await body(req, LoginBody.self, limit: limit)
             let auth = service.authenticator
             return json(try await blocking { try auth.login(message: b.message, signature: b.signature, now: PlaneService.now()) })
+        }
+
+        on(.get, "/v1/auth/operator-approval") { req, _ in
+            let caller = try bearer(req, service)
+            var expires: UInt64?
+            if let e = req.uri.queryParameters["expires"] {
+                guard let v = UInt64(e) else { throw PlaneError.unprocessable("expires must be Unix seconds") }
+                expires = v
+            }
+            let until = expires
+            let body = try await blocking { try service.approvalRequest(caller: caller, expires: until) }
+            return text(body, contentType: "application/json")
+        }
+        on(.post, "/v1/auth/operator-approval") { req, _ in
+            let caller = try bearer(req, service)
+            let b = try await body(req, ApprovalBody.self, limit: limit)
+            let sig: Signature
+            do { sig = try Signature(hex: b.signature) } catch { throw PlaneError.unprocessable("signature is not 65 bytes of 0x-hex") }
+            try await blocking { try service.approveOperator(caller: caller, expires: b.expires, nonce: b.nonce, signature: sig) }
+            return Response(status: .noContent)
         }
 
         // Datasets
@@ -142,7 +163,7 @@ enum Upload {
             throw PlaneError.payloadTooLarge("uploads are limited to \(limit) bytes; this one is \(len)")
         }
         // Fail fast (before reading a byte) when the caller may not upload.
-        try await blocking { _ = try service.requireOwner(id, caller) }
+        try await blocking { _ = try service.requireOwner(id, caller, approval: true) }
         let pipe = BodyPipe()
         let config = service.config
         let packing = Task {

@@ -64,14 +64,6 @@ struct VersionMeta: Codable {
     let key: UInt32
 }
 
-/// The plane's record of a dataset: who owns it (while the ledger's owner is the plane).
-struct DatasetMeta: Codable {
-    var format = 1
-    let id: String
-    let owner: String
-    let createdAt: UInt64
-}
-
 /// The Privacy Plane: keys, sign-in, datasets, rentals and audit.
 public final class PlaneService: Sendable {
     public let config: PlaneConfig
@@ -123,7 +115,6 @@ public final class PlaneService: Sendable {
         return b
     }
 
-    func metaKey(_ dataset: String) throws -> ObjectKey { try ObjectKey("\(dataset)/plane/dataset.json") }
     func versionMetaKey(_ dataset: String, _ root: String) throws -> ObjectKey { try ObjectKey("\(dataset)/plane/versions/\(root)") }
 
     func readJSON<T: Decodable>(_ key: ObjectKey, _ t: T.Type) throws -> T? {
@@ -151,16 +142,23 @@ public final class PlaneService: Sendable {
     func record(_ id: String) throws -> (DatasetRecord, Address) {
         try validID(id)
         guard let rec = try ledger.read({ $0.dataset(id) }) else { throw PlaneError.notFound("no dataset '\(id)'") }
-        if rec.owner != identity.address { return (rec, rec.owner) }
-        guard let meta = try readJSON(try metaKey(id), DatasetMeta.self), let owner = try? Address(meta.owner) else {
-            throw PlaneError.unavailable("the plane's record of dataset '\(id)' is missing")
-        }
-        return (rec, owner)
+        return (rec, rec.owner)
     }
 
-    func requireOwner(_ id: String, _ caller: Address) throws -> DatasetRecord {
+    /// Fails with operator-approval-required unless `owner` has approved the plane to act for it now.
+    func requireApproval(_ owner: Address) throws {
+        let ok = try ledger.read { $0.isOperator(identity.address, of: owner, at: Self.now()) }
+        guard ok else {
+            throw PlaneError.operatorApprovalRequired("approve the plane (\(identity.address.checksummed)) as your ledger operator first: GET then POST /v1/auth/operator-approval")
+        }
+    }
+
+    /// The record of a dataset `caller` owns; with `approval`, also checks the plane may act
+    /// for the owner on the ledger.
+    func requireOwner(_ id: String, _ caller: Address, approval: Bool = false) throws -> DatasetRecord {
         let (rec, owner) = try record(id)
         guard owner == caller else { throw PlaneError.forbidden("only the owner of '\(id)' (\(owner.checksummed)) may do this; you are \(caller.checksummed)") }
+        if approval { try requireApproval(owner) }
         return rec
     }
 
@@ -181,10 +179,12 @@ public final class PlaneService: Sendable {
         try validID(id)
         let policy = try policyHash.map { h throws(PlaneError) in try Self.hash32(h, "policyHash") } ?? [UInt8](repeating: 0, count: 32)
         if try ledger.read({ $0.dataset(id) }) != nil { throw PlaneError.conflict("dataset '\(id)' already exists") }
+        try requireApproval(caller)
+        // The DEK first: a dataset the ledger names always has a key. (A key left by a refused
+        // registration is reused by the dataset's eventual creator: it was never used.)
+        _ = try deks.current(id)
         // The ledger serializes creation: of two replicas creating one id, one is refused.
-        _ = try ledger.submit(.registerDataset(dataset: id, policyHash: policy), signer: identity)
-        try writeJSON(try metaKey(id), DatasetMeta(id: id, owner: caller.checksummed, createdAt: Self.now()), ifAbsent: true)
-        try deks.rotate(id)
+        _ = try ledger.submit(.registerDataset(dataset: id, policyHash: policy, owner: caller), signer: identity)
         try audit("plane.dataset.create", dataset: id, caller: caller, details: [:])
         return DatasetInfo(id: id, owner: caller.checksummed, policyHash: Hex.encode(policy), versions: [])
     }
@@ -207,7 +207,7 @@ public final class PlaneService: Sendable {
     /// Encrypts an uploaded tar stream as a new version. `pack` runs the packer with the
     /// dataset's current DEK; the version is recorded on the ledger once every object is stored.
     public func upload(caller: Address, id: String, pack: (Packer) throws -> PackResult) throws -> VersionInfo {
-        _ = try requireOwner(id, caller)
+        _ = try requireOwner(id, caller, approval: true)
         let n = try deks.current(id)
         let dek = try deks.dek(id, n)
         let packer = try Packer(store: store, datasetID: id, key: dek)
@@ -255,13 +255,32 @@ public final class PlaneService: Sendable {
         try audit("plane.version.delete", dataset: id, caller: caller, details: ["root": root, "objects": String(keys.count)])
     }
 
+    // MARK: operator approval
+
+    /// The EIP-712 typed data (eth_signTypedData_v4) the caller signs to approve the plane as
+    /// its ledger operator until `expires`.
+    public func approvalRequest(caller: Address, expires: UInt64? = nil) throws -> String {
+        let (domain, nonce) = try ledger.read { ($0.approvalDomain, $0.approvalNonce(of: caller) + 1) }
+        return OperatorApproval.typedDataJSON(owner: caller, operator: identity.address, expires: expires ?? Self.now() + 30 * 86400, nonce: nonce, domain: domain)
+    }
+
+    /// Records the caller's signed approval of the plane on the ledger (`expires` 0 revokes).
+    public func approveOperator(caller: Address, expires: UInt64, nonce: UInt64, signature: Signature) throws {
+        let approval = OperatorApproval(owner: caller, operator: identity.address, expires: expires, nonce: nonce, signature: signature)
+        let domain = try ledger.read { $0.approvalDomain }
+        do throws(LedgerError) { try approval.verify(domain: domain) } catch {
+            throw PlaneError.unprocessable("the approval's signature is not yours over this ledger's domain (sign the typed data from GET /v1/auth/operator-approval)")
+        }
+        _ = try ledger.submit(.approveOperator(approval), signer: identity)
+    }
+
     // MARK: rentals
 
     public struct RentalGrant: Codable, Sendable { public let rentalId: UInt64; public let user: String; public let expires: UInt64 }
     public struct RentalStatus: Codable, Sendable { public let active: Bool; public let rentalId: UInt64?; public let expires: UInt64? }
 
     public func grantRental(caller: Address, id: String, user: Address, expires: UInt64) throws -> RentalGrant {
-        _ = try requireOwner(id, caller)
+        _ = try requireOwner(id, caller, approval: true)
         guard user != .zero else { throw PlaneError.unprocessable("user cannot be the zero address") }
         guard expires > Self.now() else { throw PlaneError.unprocessable("expires (\(expires)) must be in the future") }
         let ev = try ledger.submit(.setRental(dataset: id, rentalID: 0, user: user, expires: expires), signer: identity)
@@ -271,7 +290,7 @@ public final class PlaneService: Sendable {
     }
 
     public func endRental(caller: Address, id: String, rentalID: UInt64) throws {
-        _ = try requireOwner(id, caller)
+        _ = try requireOwner(id, caller, approval: true)
         let exists = try ledger.read { l in l.events(matching: EventFilter(dataset: id, kind: EntryKind.rentalSet.name)).contains { e in
             if case .setRental(_, let r, _, _) = e.operation { return r == rentalID } else { return false }
         } }

@@ -1,8 +1,17 @@
-// The tar packer (Dataset's `Packer.pack(tar:)`, from the tar branch) fed from the request body.
+// The tar packer (Dataset's `Packer.pack(tar:)`) fed from the request body through `BodyPipe`.
 import Dataset
 
+extension BodyPipe: ByteSource {}
+
 enum TarBridge {
+    /// Packs the streamed archive; a malformed or hostile archive is the client's error (422).
     static func pack(_ packer: Packer, source: BodyPipe, config: PlaneConfig) throws -> PackResult {
-        throw PlaneError.unavailable("uploads need the tar packer, which is not merged yet")
+        var limits = TarLimits()
+        limits.maxEntries = config.maxEntries
+        limits.maxFileBytes = config.maxFileBytes
+        limits.maxTotalBytes = config.maxUploadBytes
+        do { return try packer.pack(tar: source, limits: limits) } catch let e as TarError {
+            throw PlaneError.unprocessable(e.description)
+        }
     }
 }

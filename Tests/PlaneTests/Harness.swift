@@ -73,25 +73,60 @@ final class Deployment: @unchecked Sendable {
     }
 }
 
-/// An in-process plane, stopped (gracefully) when released.
+/// A plane for a test: the `cce4 plane serve` subprocess (a real deployment shape; and the
+/// test process's cooperative threads, which tests block on, are not the server's), stopped
+/// with SIGTERM when released.
 final class RunningPlane: @unchecked Sendable {
-    let server: PlaneServer
-    let task: Task<Void, any Error>
+    let proc = Process()
     let port: Int
+    let operatorAddress: Address
+    let errFile: String
     var base: String { "http://127.0.0.1:\(port)" }
 
-    init(_ config: PlaneConfig) throws {
-        var logger = Logger(label: "cce4.plane.test")
-        logger.logLevel = .warning
-        server = try PlaneServer(config: config, logger: logger)
-        let s = server
-        let ready = DispatchSemaphore(value: 0)
-        task = Task { try await s.run { _ in ready.signal() } }
-        guard ready.wait(timeout: .now() + 30) == .success, let p = server.boundPort else { fatalError("plane did not start") }
-        port = p
+    convenience init(_ d: Deployment, publicAuthority: String? = nil, workDir: String? = nil, extra: [String] = []) throws {
+        var args = ["--store", d.store, "--ledger", d.ledger, "--insecure-dev-kek", d.kek, "--max-upload-bytes", String(8 << 20)]
+        if let publicAuthority { args += ["--public-authority", publicAuthority] }
+        try self.init(args: args + extra, workDir: workDir ?? d.dir.sub("work"))
     }
 
-    deinit { task.cancel() }
+    init(args: [String], workDir: String) throws {
+        try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
+        errFile = workDir + "/../plane-\(UUID().uuidString).log"
+        _ = FileManager.default.createFile(atPath: errFile, contents: nil)
+        proc.executableURL = URL(fileURLWithPath: Repo.binary("cce4"))
+        proc.arguments = ["plane", "serve", "--port", "0"] + args
+        proc.currentDirectoryURL = URL(fileURLWithPath: workDir)
+        let out = Pipe()
+        proc.standardOutput = out
+        proc.standardError = FileHandle(forWritingAtPath: errFile)
+        try proc.run()
+        var line = Data()
+        while !line.contains(0x0a) {
+            let b = out.fileHandleForReading.availableData
+            if b.isEmpty { break }
+            line += b
+        }
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let words = text.split(separator: " ")
+        guard text.hasPrefix("listening on http://127.0.0.1:"), words.count == 5, let p = Int(words[2].split(separator: ":").last ?? ""),
+              let op = try? Address(String(words[4]), requireChecksum: true) else {
+            if proc.isRunning { proc.terminate() }
+            proc.waitUntilExit()
+            throw TestFailure("plane did not start: \(text) \((try? String(contentsOfFile: errFile, encoding: .utf8)) ?? "")")
+        }
+        port = p
+        operatorAddress = op
+    }
+
+    /// Stops the plane (SIGTERM) and returns its log.
+    @discardableResult
+    func stop() -> (status: Int32, log: String) {
+        if proc.isRunning { proc.terminate() }
+        proc.waitUntilExit()
+        return (proc.terminationStatus, (try? String(contentsOfFile: errFile, encoding: .utf8)) ?? "")
+    }
+
+    deinit { if proc.isRunning { proc.terminate(); proc.waitUntilExit() } }
 
     /// Signs in with `key` (SIWE over /v1/auth/nonce) and returns the bearer token.
     func signIn(_ key: PrivateKey) throws -> String {
@@ -99,6 +134,26 @@ final class RunningPlane: @unchecked Sendable {
         let r = try http("POST", base + "/v1/auth/login", json: ["message": text, "signature": sig])
         guard r.status == 200, let t = r.json["token"] as? String else { throw TestFailure("login: \(r.status) \(r.text)") }
         return t
+    }
+
+    /// Signs in and approves the plane as the key's ledger operator (Swift EIP-712 signing).
+    func signInApproved(_ key: PrivateKey) throws -> String {
+        let t = try signIn(key)
+        try approve(key, token: t)
+        return t
+    }
+
+    func approve(_ key: PrivateKey, token: String) throws {
+        let td = try http("GET", base + "/v1/auth/operator-approval", token: token)
+        guard td.status == 200 else { throw TestFailure("approval request: \(td.status) \(td.text)") }
+        let dom = td.json["domain"] as! [String: Any], msg = td.json["message"] as! [String: Any]
+        let domain = try EIP712Domain(name: dom["name"] as! String, version: dom["version"] as! String, chainId: (dom["chainId"] as! NSNumber).uint64Value,
+                                      verifyingContract: try Address(dom["verifyingContract"] as! String),
+                                      salt: Hex.decode(String((dom["salt"] as! String).dropFirst(2)))!)
+        let expires = (msg["expires"] as! NSNumber).uint64Value, nonce = (msg["nonce"] as! NSNumber).uint64Value
+        let a = try OperatorApproval(signing: key, operator: try Address(msg["operator"] as! String), expires: expires, nonce: nonce, domain: domain)
+        let r = try http("POST", base + "/v1/auth/operator-approval", json: ["expires": expires, "nonce": nonce, "signature": a.signature.hex], token: token)
+        guard r.status == 204 else { throw TestFailure("approval: \(r.status) \(r.text)") }
     }
 
     /// A SIWE message for this plane, signed by `key`; `edit` may alter fields before signing.

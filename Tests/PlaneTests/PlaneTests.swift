@@ -12,7 +12,7 @@ import Wallet
 @Suite(.serialized) struct PlaneTests {
     @Test func healthMetricsProblemsAndSealingLabel() throws {
         let d = try Deployment()
-        let p = try RunningPlane(d.config())
+        let p = try RunningPlane(d)
         let h = try http("GET", p.base + "/healthz")
         #expect(h.status == 200 && h.json["status"] as? String == "ok")
         #expect(h.header("Cce4-Sealing") == "dev-insecure")
@@ -31,7 +31,7 @@ import Wallet
 
     @Test func openAPIAgreesWithRouter() throws {
         let d = try Deployment()
-        let p = try RunningPlane(d.config())
+        let p = try RunningPlane(d)
         let served = try http("GET", p.base + "/openapi.json")
         #expect(served.status == 200)
         let file = try Data(contentsOf: URL(fileURLWithPath: Repo.root + "/docs/openapi.json"))
@@ -42,7 +42,7 @@ import Wallet
         for (path, ops) in doc["paths"] as! [String: [String: Any]] {
             for m in ops.keys { documented.insert(m.uppercased() + " " + path) }
         }
-        let routed = Set(p.server.routes.map { $0.method + " " + $0.path })
+        let routed = Set(try PlaneServer(config: d.config()).routes.map { $0.method + " " + $0.path })
         #expect(routed == documented, "only routed: \(routed.subtracting(documented).sorted()); only documented: \(documented.subtracting(routed).sorted())")
         // Every operation documents its problem responses as problem+json.
         for (_, ops) in doc["paths"] as! [String: [String: Any]] {
@@ -58,11 +58,11 @@ import Wallet
 
     @Test func signInChecksEveryField() throws {
         let d = try Deployment()
-        let p = try RunningPlane(d.config())
+        let p = try RunningPlane(d)
         let alice = try PrivateKey.generate()
         let nonce = try http("GET", p.base + "/v1/auth/nonce").json
         #expect(nonce["domain"] as? String == "127.0.0.1:\(p.port)")
-        #expect((nonce["statement"] as? String)?.contains(p.server.service.identity.address.checksummed) == true)
+        #expect((nonce["statement"] as? String)?.contains(p.operatorAddress.checksummed) == true)
 
         // A good sign-in, then its replay.
         let (text, sig) = try p.signedMessage(alice)
@@ -109,9 +109,14 @@ import Wallet
 
     @Test func datasetsRentalsAndAuditWithProofs() throws {
         let d = try Deployment()
-        let p = try RunningPlane(d.config())
+        let p = try RunningPlane(d)
         let alice = try PrivateKey.generate(), bob = try PrivateKey.generate()
         let ta = try p.signIn(alice), tb = try p.signIn(bob)
+        // Without an operator approval the plane cannot act for alice on the ledger.
+        let na = try http("POST", p.base + "/v1/datasets", json: ["id": "cohort-1"], token: ta)
+        #expect(na.status == 403 && na.json["type"] as? String == "https://cce4long.dev/problems/operator-approval-required", "\(na.text)")
+        try p.approve(alice, token: ta)
+        try p.approve(bob, token: tb)
 
         let c = try http("POST", p.base + "/v1/datasets", json: ["id": "cohort-1"], token: ta)
         #expect(c.status == 201, "\(c.text)")
@@ -144,11 +149,11 @@ import Wallet
         let a = try http("GET", p.base + "/v1/audit?dataset=cohort-1")
         #expect(a.status == 200)
         let note = a.json["checkpoint"] as! String
-        let (cp, signers) = try Checkpoint.open(note, trusted: p.server.service.identity.address)
-        #expect(signers == [p.server.service.identity.address])
+        let (cp, signers) = try Checkpoint.open(note, trusted: p.operatorAddress)
+        #expect(signers == [p.operatorAddress])
         let events = a.json["events"] as! [[String: Any]]
         let kinds = events.map { $0["event"] as! String }
-        #expect(kinds.contains("dataset.register") && kinds.contains("plane.dataset.create") && kinds.contains("rental.set")
+        #expect(kinds.contains("dataset.register") && !kinds.contains("operator.approve") && kinds.contains("plane.dataset.create") && kinds.contains("rental.set")
                 && kinds.contains("plane.rental.grant") && kinds.contains("rental.end") && kinds.contains("plane.rental.end"))
         for e in events {
             let entry = Hex.decode(e["entry"] as! String)!
@@ -162,7 +167,7 @@ import Wallet
         let proof: [String: Any] = ["type": "inclusion", "leaf_index": e0["index"]!, "entry": e0["entry"]!, "path": e0["proof"]!]
         try JSONSerialization.data(withJSONObject: proof).write(to: URL(fileURLWithPath: d.dir.sub("proof.json")))
         let out = try run(Repo.binary("cce4"), ["ledger", "check-proof", "--proof", d.dir.sub("proof.json"), "--checkpoint", d.dir.sub("cp.note"),
-                                                "--signer", p.server.service.identity.address.checksummed])
+                                                "--signer", p.operatorAddress.checksummed])
         #expect(out.status == 0, "\(out.stderr)")
         #expect(out.stdoutText.hasPrefix("OK: entry"))
         #expect(try http("GET", p.base + "/v1/audit").status == 400)
@@ -171,10 +176,10 @@ import Wallet
 
     @Test func twoReplicasShareStoreAndLedger() throws {
         let d = try Deployment()
-        let p1 = try RunningPlane(d.config()), p2 = try RunningPlane(d.config())
-        #expect(p1.server.service.identity.address == p2.server.service.identity.address)
+        let p1 = try RunningPlane(d), p2 = try RunningPlane(d)
+        #expect(p1.operatorAddress == p2.operatorAddress)
         let alice = try PrivateKey.generate()
-        let t1 = try p1.signIn(alice)
+        let t1 = try p1.signInApproved(alice)
         // A message signed for p1 but replayed at p1 after p1 spent it, and a nonce of p1 used at p2.
         #expect(try http("POST", p2.base + "/v1/datasets", json: ["id": "shared"], token: t1).status == 201)
         #expect(try http("POST", p1.base + "/v1/datasets", json: ["id": "shared"], token: t1).status == 409)
@@ -183,8 +188,7 @@ import Wallet
         #expect(r.status == 201)
         #expect(try http("GET", p2.base + "/v1/datasets/shared/rentals/\(alice.address.checksummed)").json["active"] as? Bool == true)
         // A nonce spent at one replica cannot be replayed at the other.
-        var cfg2 = d.config(); cfg2.publicAuthority = "127.0.0.1:\(p1.port)"
-        let p3 = try RunningPlane(cfg2)
+        let p3 = try RunningPlane(d, publicAuthority: "127.0.0.1:\(p1.port)")
         let (text, sig) = try p1.signedMessage(alice)
         #expect(try http("POST", p1.base + "/v1/auth/login", json: ["message": text, "signature": sig]).status == 200)
         #expect(try http("POST", p3.base + "/v1/auth/login", json: ["message": text, "signature": sig]).status == 401)
@@ -206,12 +210,12 @@ import Wallet
         var flipped = w; flipped[60] ^= 1
         #expect(throws: (any Error).self) { try k1.unwrap(flipped, dataset: "ds", keyNumber: 1) }
         // Through the service: a new dataset has key 1 in the store; rotation adds key 2.
-        let p = try RunningPlane(d.config())
-        let t = try p.signIn(try PrivateKey.generate())
+        let p = try RunningPlane(d)
+        let t = try p.signInApproved(try PrivateKey.generate())
         #expect(try http("POST", p.base + "/v1/datasets", json: ["id": "keyed"], token: t).status == 201)
         let store = try ObjectStores.open(url: d.store)
         #expect(try store.listAll(prefix: "keyed/plane/dek/").map(\.key.rawValue) == ["keyed/plane/dek/1"])
-        #expect(try p.server.service.rotateKey(dataset: "keyed") == 2)
+        #expect(try PlaneServer(config: d.config()).service.rotateKey(dataset: "keyed") == 2)
         let raw = try store.get(try ObjectKey("keyed/plane/dek/2")).bytes
         #expect(throws: (any Error).self) { try k1.unwrap(raw, dataset: "keyed", keyNumber: 1) }
         _ = try k1.unwrap(raw, dataset: "keyed", keyNumber: 2)
@@ -238,32 +242,19 @@ import Wallet
         #expect(throws: PlaneConfigError.self) { try s.validate() }
     }
 
-    @Test func serveSubprocessStartsAndStopsOnSIGTERM() throws {
+    @Test func serveSubprocessStopsOnSIGTERMAndRefusesAnUnflaggedDevKEK() throws {
         let d = try Deployment()
-        let proc = Process()
-        proc.executableURL = URL(fileURLWithPath: Repo.binary("cce4"))
-        proc.arguments = ["plane", "serve", "--port", "0", "--store", d.store, "--ledger", d.ledger, "--insecure-dev-kek", d.kek]
-        let out = Pipe(), err = Pipe()
-        proc.standardOutput = out; proc.standardError = err
-        try proc.run()
-        var line = Data()
-        while !line.contains(0x0a) {
-            let b = out.fileHandleForReading.availableData
-            if b.isEmpty { break }
-            line += b
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        #expect(text.hasPrefix("listening on http://127.0.0.1:"), "\(text)")
-        let port = text.split(separator: " ")[2].split(separator: ":").last.map(String.init) ?? ""
-        #expect(try http("GET", "http://127.0.0.1:\(port)/healthz").status == 200)
+        let p = try RunningPlane(d)
+        #expect(try http("GET", p.base + "/healthz").status == 200)
         // Refused without the explicit insecure flag.
         let r = try run(Repo.binary("cce4"), ["plane", "serve", "--port", "0", "--store", d.store, "--ledger", d.ledger])
         #expect(r.status != 0 && r.stderr.contains("dev-key-file"))
-        proc.terminate() // SIGTERM: graceful shutdown
-        proc.waitUntilExit()
-        #expect(proc.terminationStatus == 0)
-        let logs = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let t = try p.signIn(try PrivateKey.generate())
+        let (status, logs) = p.stop() // SIGTERM: graceful shutdown
+        #expect(status == 0)
         #expect(logs.contains("sealing=dev-insecure"))
-        #expect(!logs.contains("cce4pt1."))
+        #expect(!logs.contains(t) && !logs.contains("cce4pt1."))
+        let helped = try run(Repo.binary("cce4"), ["plane", "serve", "--help"])
+        #expect(helped.status == 0 && helped.stdoutText.contains("--insecure-dev-kek"))
     }
 }

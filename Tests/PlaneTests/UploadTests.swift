@@ -1,0 +1,192 @@
+// Uploads end to end: a wallet (eth-account) signs in and approves the plane, pushes the demo
+// dataset as a tar stream to a `cce4 plane serve` subprocess, grants a rental, lists versions,
+// reads the audit trail; the test then unwraps the DEK itself, decrypts the stored objects and
+// compares them with the pushed files, and scans the store and the plane's working directory
+// for known plaintext. Then hostile uploads, each refused with the dataset unchanged.
+import Dataset
+import Envelope
+import Foundation
+import Ledger
+import ObjectStore
+@testable import PrivacyPlane
+import Testing
+import TestSupport
+import Wallet
+
+/// eth-account (Tests/interop/eth_tool.py): an independent wallet.
+func ethTool(_ cmd: String, _ request: [String: Any]) throws -> Any {
+    let r = try run(Repo.python, [Repo.root + "/Tests/interop/eth_tool.py", cmd], input: try JSONSerialization.data(withJSONObject: request))
+    guard r.status == 0 else { throw TestFailure("eth_tool \(cmd): \(r.stderr)") }
+    return try JSONSerialization.jsonObject(with: r.stdout)
+}
+
+/// Every regular file under `dir`, relative path → bytes.
+func filesUnder(_ dir: String) throws -> [String: [UInt8]] {
+    var out = [String: [UInt8]]()
+    guard let e = FileManager.default.enumerator(atPath: dir) else { return out }
+    while let rel = e.nextObject() as? String {
+        var isDir: ObjCBool = false
+        let full = dir + "/" + rel
+        guard FileManager.default.fileExists(atPath: full, isDirectory: &isDir), !isDir.boolValue else { continue }
+        if let attrs = try? FileManager.default.attributesOfItem(atPath: full), attrs[.type] as? FileAttributeType == .typeSymbolicLink { continue }
+        out[rel] = try readFile(full)
+    }
+    return out
+}
+
+func contains(_ hay: [UInt8], _ needle: [UInt8]) -> Bool {
+    guard needle.count > 0, hay.count >= needle.count else { return false }
+    let first = needle[0]
+    var i = 0
+    while i <= hay.count - needle.count {
+        if hay[i] == first && Array(hay[i..<(i + needle.count)]) == needle { return true }
+        i += 1
+    }
+    return false
+}
+
+/// A tar made by Python's tarfile with the given (name, content) members.
+func pythonTar(_ members: [(String, String)], to path: String) throws {
+    let spec = try JSONSerialization.data(withJSONObject: members.map { ["name": $0.0, "data": $0.1] })
+    let script = """
+    import io, json, sys, tarfile
+    members = json.load(sys.stdin)
+    with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+        for m in members:
+            data = m["data"].encode()
+            info = tarfile.TarInfo(m["name"]); info.size = len(data); info.mode = 0o644
+            t.addfile(info, io.BytesIO(data))
+    """
+    let r = try run(Repo.python, ["-c", script, path], input: spec)
+    guard r.status == 0 else { throw TestFailure("tarfile: \(r.stderr)") }
+}
+
+@Suite(.serialized) struct UploadTests {
+    @Test func endToEndWithAWallet() throws {
+        let d = try Deployment()
+        let plane = try RunningPlane(d)
+        // The demo dataset, and a POSIX tar of it made by GNU tar.
+        let src = d.dir.sub("demo")
+        let mk = try run(Repo.python, [Repo.root + "/scripts/make_demo_data.py", src])
+        #expect(mk.status == 0, "\(mk.stderr)")
+        let tarPath = d.dir.sub("demo.tar")
+        let t = try run("/usr/bin/env", ["tar", "--format=posix", "-C", src, "-cf", tarPath, "."])
+        #expect(t.status == 0, "\(t.stderr)")
+
+        // Sign in with an eth-account wallet (SIWE) and approve the plane (EIP-712).
+        let walletKey = try Random.bytes(32)
+        let wallet = try PrivateKey(bytes: walletKey)
+        let n = try http("GET", plane.base + "/v1/auth/nonce").json
+        let now = Int64(Date().timeIntervalSince1970)
+        let msg = SIWEMessage(domain: n["domain"] as! String, address: wallet.address, statement: n["statement"] as? String, uri: n["uri"] as! String,
+                              chainID: (n["chainId"] as! NSNumber).uint64Value, nonce: n["nonce"] as! String, issuedAt: SIWETime(unixSeconds: now),
+                              expirationTime: SIWETime(unixSeconds: now + 120))
+        let sigs = try ethTool("siwe-sign", ["items": [["key": Hex.encode(walletKey), "text": msg.text]]]) as! [String]
+        let login = try http("POST", plane.base + "/v1/auth/login", json: ["message": msg.text, "signature": "0x" + sigs[0]])
+        #expect(login.status == 200, "\(login.text)")
+        let token = login.json["token"] as! String
+        let typed = try http("GET", plane.base + "/v1/auth/operator-approval", token: token)
+        let typedJSON = try JSONSerialization.jsonObject(with: typed.body)
+        let signed = try ethTool("sign-typed", ["items": [["key": Hex.encode(walletKey), "typed": typedJSON]]]) as! [[String: String]]
+        let m = typed.json["message"] as! [String: Any]
+        let ap = try http("POST", plane.base + "/v1/auth/operator-approval",
+                          json: ["expires": m["expires"]!, "nonce": m["nonce"]!, "signature": "0x" + signed[0]["signature"]!], token: token)
+        #expect(ap.status == 204, "\(ap.text)")
+
+        // Create, push, rent, list, audit.
+        #expect(try http("POST", plane.base + "/v1/datasets", json: ["id": "demo"], token: token).status == 201)
+        let tarBytes = try Data(contentsOf: URL(fileURLWithPath: tarPath))
+        let put = try http("PUT", plane.base + "/v1/datasets/demo/versions", body: tarBytes, token: token, headers: ["Content-Type": "application/x-tar"])
+        #expect(put.status == 201, "\(put.text)")
+        let root = put.json["root"] as! String
+        let source = try filesUnder(src)
+        #expect(put.json["files"] as? Int == source.count)
+        #expect((put.json["bytes"] as? NSNumber)?.int64Value == source.values.reduce(Int64(0)) { $0 + Int64($1.count) })
+
+        let renter = try PrivateKey.generate()
+        let rent = try http("POST", plane.base + "/v1/datasets/demo/rentals", json: ["user": renter.address.checksummed, "expires": UInt64(now) + 3600], token: token)
+        #expect(rent.status == 201)
+        let versions = try http("GET", plane.base + "/v1/datasets/demo/versions").json["versions"] as! [[String: Any]]
+        #expect(versions.count == 1 && versions[0]["root"] as? String == root)
+        #expect(Set(versions[0].keys) == ["root", "files", "bytes", "createdAt"]) // no names
+        let audit = try http("GET", plane.base + "/v1/audit?dataset=demo")
+        let events = audit.json["events"] as! [[String: Any]]
+        #expect(events.contains { $0["event"] as? String == "dataset.version" } && events.contains { $0["event"] as? String == "plane.version.upload" })
+        // Proofs verified by `cce4 ledger check-proof`, against the plane's signed checkpoint.
+        let operatorAddress = (typed.json["message"] as! [String: Any])["operator"] as! String
+        try Data((audit.json["checkpoint"] as! String).utf8).write(to: URL(fileURLWithPath: d.dir.sub("cp")))
+        for e in events {
+            let proof: [String: Any] = ["type": "inclusion", "leaf_index": e["index"]!, "entry": e["entry"]!, "path": e["proof"]!]
+            try JSONSerialization.data(withJSONObject: proof).write(to: URL(fileURLWithPath: d.dir.sub("proof")))
+            let c = try run(Repo.binary("cce4"), ["ledger", "check-proof", "--proof", d.dir.sub("proof"), "--checkpoint", d.dir.sub("cp"), "--signer", operatorAddress])
+            #expect(c.status == 0, "\(c.stderr)")
+        }
+
+        // Decrypt what the store holds with the DEK unwrapped here, and compare.
+        let store = try ObjectStores.open(url: d.store)
+        let keys = try PlaneKeys(kek: d.kekBytes, insecure: true)
+        let dek = try keys.unwrap(try store.get(try ObjectKey("demo/plane/dek/1")).bytes, dataset: "demo", keyNumber: 1)
+        let reader = try DatasetReader(store: store, datasetID: "demo", root: try SHA256Digest(hex: root), key: dek)
+        for (rel, bytes) in source {
+            guard case .entry(let e, _) = try reader.resolve("/" + rel), case .file(let ref) = e.target else { Issue.record("\(rel) is not a file in the version"); continue }
+            #expect(try reader.open(ref).read(0..<ref.size) == bytes, "\(rel) differs")
+        }
+
+        // No plaintext at rest: scan the store and the plane's working directory.
+        let needles = source.values.filter { $0.count >= 48 }.map { Array($0[16..<48]) }
+        #expect(!needles.isEmpty)
+        for dir in [d.dir.sub("store"), d.dir.sub("work")] {
+            for (rel, bytes) in try filesUnder(dir) {
+                for nd in needles { #expect(!contains(bytes, nd), "plaintext found in \(dir)/\(rel)") }
+            }
+        }
+        let (status, logs) = plane.stop()
+        #expect(status == 0)
+        #expect(!logs.contains(token) && !logs.contains("cce4pt1."))
+        for nd in needles.prefix(20) { #expect(!contains(Array(logs.utf8), nd)) }
+        #expect(logs.contains("sealing=dev-insecure"))
+    }
+
+    @Test func hostileUploadsAreRefusedAndChangeNothing() throws {
+        let d = try Deployment()
+        let p = try RunningPlane(d)
+        let alice = try PrivateKey.generate(), bob = try PrivateKey.generate()
+        let ta = try p.signInApproved(alice), tb = try p.signInApproved(bob)
+        #expect(try http("POST", p.base + "/v1/datasets", json: ["id": "ds"], token: ta).status == 201)
+        try pythonTar([("ok.txt", "first version")], to: d.dir.sub("ok.tar"))
+        let good = try http("PUT", p.base + "/v1/datasets/ds/versions", body: try Data(contentsOf: URL(fileURLWithPath: d.dir.sub("ok.tar"))), token: ta)
+        #expect(good.status == 201, "\(good.text)")
+        func versions() throws -> [String] {
+            (try http("GET", p.base + "/v1/datasets/ds/versions").json["versions"] as! [[String: Any]]).map { $0["root"] as! String }
+        }
+        let before = try versions()
+        func refused(_ body: Data, _ status: Int, token: String? = nil, headers: [String: String] = [:], _ what: String) throws {
+            let r = try http("PUT", p.base + "/v1/datasets/ds/versions", body: body, token: token ?? ta, headers: headers)
+            #expect(r.status == status, "\(what): \(r.status) \(r.text)")
+            #expect(r.header("Content-Type") == "application/problem+json", "\(what)")
+            #expect((r.json["detail"] as? String)?.isEmpty == false, "\(what)")
+            #expect(try versions() == before, "\(what) changed the dataset")
+        }
+        var rng = SeededGenerator(seed: 8)
+        try refused(Data(rng.bytes(10_000)), 422, "random bytes")
+        try pythonTar([("../x", "escape")], to: d.dir.sub("dotdot.tar"))
+        try refused(try Data(contentsOf: URL(fileURLWithPath: d.dir.sub("dotdot.tar"))), 422, "../x")
+        try pythonTar([("/etc/passwd-x", "absolute")], to: d.dir.sub("abs.tar"))
+        try refused(try Data(contentsOf: URL(fileURLWithPath: d.dir.sub("abs.tar"))), 422, "absolute name")
+        var truncated = Array(try Data(contentsOf: URL(fileURLWithPath: d.dir.sub("ok.tar")))); truncated.removeLast(truncated.count - 700)
+        try refused(Data(truncated), 422, "truncated")
+        try refused(Data(count: 9 << 20), 413, "oversized")
+        try refused(Data(try Data(contentsOf: URL(fileURLWithPath: d.dir.sub("ok.tar")))), 403, token: tb, "another address's token")
+        try refused(Data([1, 2, 3]), 401, token: "cce4pt1.x", "bad token")
+        try refused(Data([1, 2, 3]), 415, headers: ["Content-Type": "text/plain"], "wrong type")
+        // Delete: the owner only; then the version is gone from the list and its objects from the store.
+        #expect(try http("DELETE", p.base + "/v1/datasets/ds/versions/\(before[0])", token: tb).status == 403)
+        #expect(try http("DELETE", p.base + "/v1/datasets/ds/versions/\(String(repeating: "0", count: 64))", token: ta).status == 404)
+        #expect(try http("DELETE", p.base + "/v1/datasets/ds/versions/\(before[0])", token: ta).status == 204)
+        #expect(try versions().isEmpty)
+        let left = try ObjectStores.open(url: d.store).listAll(prefix: "ds/").map(\.key.rawValue).filter { !$0.hasPrefix("ds/plane/") }
+        #expect(left.isEmpty, "objects left after delete: \(left)")
+        let kinds = (try http("GET", p.base + "/v1/audit?dataset=ds").json["events"] as! [[String: Any]]).map { $0["event"] as! String }
+        #expect(kinds.contains("plane.version.delete"))
+    }
+}
