@@ -84,9 +84,14 @@ public final class PlaneKeys: Sendable {
     /// streaming-AEAD ciphertext (Tink's format: 40-byte header, 32 bytes, 16-byte tag)
     /// under the KEK with `wrapAAD`.
     public func wrap(dek: SecureBytes, dataset: String, keyNumber: UInt32) throws -> [UInt8] {
-        let ct = try dek.withUnsafeBytes { d in
-            try StreamEncryptor.encrypt(Array(d), key: kek, associatedData: Self.wrapAAD(dataset: dataset, keyNumber: keyNumber))
-        }
+        try wrap(dek: dek, dataset: dataset, keyNumber: keyNumber, header: nil)
+    }
+
+    /// `wrap` with a chosen stream header (test vectors only; nil = random).
+    func wrap(dek: SecureBytes, dataset: String, keyNumber: UInt32, header: StreamHeader?) throws -> [UInt8] {
+        var plain = dek.withUnsafeBytes { Array($0) }
+        defer { secureWipe(&plain) }
+        let ct = try StreamEncryptor.encrypt(plain, key: kek, associatedData: Self.wrapAAD(dataset: dataset, keyNumber: keyNumber), header: header)
         return Self.wrappedMagic + [1] + withUnsafeBytes(of: keyNumber.bigEndian) { Array($0) } + ct
     }
 
