@@ -4,7 +4,7 @@ Sources/PrivacyPlane/OpenAPIDocument.swift, which the plane serves at /openapi.j
 Edit this script, run it, commit both outputs (PlaneTests checks they agree with the router)."""
 import json, os
 
-ADDR = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$", "description": "Ethereum address (EIP-55 in responses)"}
+ADDR = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$", "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses"}
 HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 DSID = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "minLength": 1, "maxLength": 64}
 U64 = {"type": "integer", "minimum": 0, "maximum": 18446744073709551615}
@@ -49,7 +49,8 @@ paths = {
      "get": {"operationId": "listVersions", "summary": "Versions: root hashes, sizes, file counts (no names)", "parameters": [ID],
              "responses": {"200": ok("Versions", ref("VersionList")), **problems(404, 422, 503)}},
      "put": {"operationId": "uploadVersion", "summary": "Upload a version as a tar stream; the plane encrypts it as it reads", "security": BEARER, "parameters": [ID],
-             "requestBody": {"required": True, "content": {"application/x-tar": {"schema": {"type": "string", "contentMediaType": "application/x-tar"}}}},
+             "requestBody": {"required": True, "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+                                                           "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
              "responses": {"201": ok("Stored and recorded", ref("NewVersion")), **problems(400, 401, 403, 404, 409, 413, 415, 422, 503)}}},
   "/v1/datasets/{id}/versions/{root}": {"delete": {"operationId": "deleteVersion", "summary": "Delete a version's objects (the ledger keeps its history)", "security": BEARER,
              "parameters": [ID, {"name": "root", "in": "path", "required": True, "schema": HASH}],

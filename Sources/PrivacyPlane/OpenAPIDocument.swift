@@ -32,7 +32,7 @@ enum OpenAPI {
       "AuditEvent": {
         "properties": {
           "actor": {
-            "description": "Ethereum address (EIP-55 in responses)",
+            "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
             "pattern": "^0x[0-9a-fA-F]{40}$",
             "type": "string"
           },
@@ -133,7 +133,7 @@ enum OpenAPI {
             "type": "string"
           },
           "owner": {
-            "description": "Ethereum address (EIP-55 in responses)",
+            "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
             "pattern": "^0x[0-9a-fA-F]{40}$",
             "type": "string"
           },
@@ -164,7 +164,7 @@ enum OpenAPI {
             "type": "integer"
           },
           "user": {
-            "description": "Ethereum address (EIP-55 in responses)",
+            "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
             "pattern": "^0x[0-9a-fA-F]{40}$",
             "type": "string"
           }
@@ -303,7 +303,7 @@ enum OpenAPI {
             "type": "integer"
           },
           "user": {
-            "description": "Ethereum address (EIP-55 in responses)",
+            "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
             "pattern": "^0x[0-9a-fA-F]{40}$",
             "type": "string"
           }
@@ -339,7 +339,7 @@ enum OpenAPI {
       "Token": {
         "properties": {
           "address": {
-            "description": "Ethereum address (EIP-55 in responses)",
+            "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
             "pattern": "^0x[0-9a-fA-F]{40}$",
             "type": "string"
           },
@@ -376,7 +376,7 @@ enum OpenAPI {
                 "type": "string"
               },
               "verifyingContract": {
-                "description": "Ethereum address (EIP-55 in responses)",
+                "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
                 "pattern": "^0x[0-9a-fA-F]{40}$",
                 "type": "string"
               },
@@ -406,12 +406,12 @@ enum OpenAPI {
                 "type": "integer"
               },
               "operator": {
-                "description": "Ethereum address (EIP-55 in responses)",
+                "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
                 "pattern": "^0x[0-9a-fA-F]{40}$",
                 "type": "string"
               },
               "owner": {
-                "description": "Ethereum address (EIP-55 in responses)",
+                "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
                 "pattern": "^0x[0-9a-fA-F]{40}$",
                 "type": "string"
               }
@@ -1318,7 +1318,7 @@ enum OpenAPI {
             "name": "rental",
             "required": true,
             "schema": {
-              "description": "Ethereum address (EIP-55 in responses)",
+              "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
               "pattern": "^0x[0-9a-fA-F]{40}$",
               "type": "string"
             }
@@ -1448,9 +1448,15 @@ enum OpenAPI {
         ],
         "requestBody": {
           "content": {
+            "application/octet-stream": {
+              "schema": {
+                "format": "binary",
+                "type": "string"
+              }
+            },
             "application/x-tar": {
               "schema": {
-                "contentMediaType": "application/x-tar",
+                "format": "binary",
                 "type": "string"
               }
             }

@@ -56,7 +56,17 @@ enum Routes {
         do { return try Address(s) } catch { throw PlaneError.unprocessable("\(what) is not an Ethereum address (0x and 40 hex digits)") }
     }
 
-    struct CreateBody: Decodable { let id: String; let policyHash: String? }
+    struct CreateBody: Decodable {
+        let id: String
+        let policyHash: String?
+        enum CodingKeys: String, CodingKey { case id, policyHash }
+        init(from d: Decoder) throws {
+            let c = try d.container(keyedBy: CodingKeys.self)
+            id = try c.decode(String.self, forKey: .id)
+            // Absent means "no policy"; an explicit null is a mistake, not a default.
+            if c.contains(.policyHash) { policyHash = try c.decode(String.self, forKey: .policyHash) } else { policyHash = nil }
+        }
+    }
     struct LoginBody: Decodable { let message: String; let signature: String }
     struct RentalBody: Decodable { let user: String; let expires: UInt64 }
     struct ApprovalBody: Decodable { let expires: UInt64; let nonce: UInt64; let signature: String }

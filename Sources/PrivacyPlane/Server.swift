@@ -46,11 +46,32 @@ final class PlaneMetrics: Sendable {
     }
 }
 
+/// Route templates by path, to answer 405 (with Allow) for a known path and another method.
+struct RouteTable: Sendable {
+    let templates: [(segments: [Substring], methods: [String])]
+
+    init(_ specs: [RouteSpec]) {
+        var byPath = [String: [String]]()
+        for s in specs { byPath[s.path, default: []].append(s.method) }
+        templates = byPath.keys.sorted().map { p in (p.split(separator: "/"), byPath[p]!.sorted()) }
+    }
+
+    /// The methods served at `path`, if some template matches it.
+    func methods(for path: String) -> [String]? {
+        let segs = path.split(separator: "/")
+        for t in templates where t.segments.count == segs.count {
+            if zip(t.segments, segs).allSatisfy({ $0.hasPrefix("{") || $0 == $1 }) { return t.methods }
+        }
+        return nil
+    }
+}
+
 struct PlaneMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let metrics: PlaneMetrics
     let insecure: Bool
     let logger: Logger
+    let table: @Sendable () -> RouteTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
@@ -58,9 +79,16 @@ struct PlaneMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            let e = Problem.classify(error)
+            var e = Problem.classify(error)
+            var allow: String?
+            if case .notFound = e, context.endpointPath == nil || context.endpointPath == "NotFound",
+               let methods = table().methods(for: request.uri.path), !methods.contains(request.method.rawValue) {
+                e = .methodNotAllowed("\(request.method.rawValue) is not allowed here; use \(methods.joined(separator: ", "))")
+                allow = methods.joined(separator: ", ")
+            }
             if e.status.code >= 500 { logger.error("request failed", metadata: ["request": "\(context.id)", "cause": "\(e.detail)"]) }
             response = Problem.response(e, requestID: context.id, path: request.uri.path)
+            if let allow { response.headers[.allow] = allow }
         }
         if insecure { response.headers[HTTPField.Name("Cce4-Sealing")!] = "dev-insecure" }
         response.headers[.cacheControl] = "no-store"
@@ -107,7 +135,8 @@ public final class PlaneServer: Sendable {
         self.service = service
         self.logger = logger
         let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: PlaneMiddleware(metrics: metrics, insecure: service.keys.isInsecure, logger: logger))
+        let table = Mutex(RouteTable([]))
+        router.add(middleware: PlaneMiddleware(metrics: metrics, insecure: service.keys.isInsecure, logger: logger, table: { table.withLock { $0 } }))
         var specs = [RouteSpec]()
         func on(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
             specs.append(RouteSpec(method: method.rawValue, path: path))
@@ -115,6 +144,7 @@ public final class PlaneServer: Sendable {
         }
         Routes.register(on: on, service: service, metrics: metrics)
         self.routes = specs
+        table.withLock { $0 = RouteTable(specs) }
         self.responder = router.buildResponder()
     }
 
