@@ -104,7 +104,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cce4-bench",
-            dependencies: ["Envelope", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Envelope", "Wallet", "Ledger", "CurlHTTP", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         // Helpers shared by the test targets: temp dirs, subprocesses, the repo's venv.

@@ -12,7 +12,7 @@ struct CCE4Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cce4-bench",
         abstract: "Benchmarks for cce4's tunables.",
-        subcommands: [Segments.self]
+        subcommands: [Segments.self, PlaneLoad.self]
     )
 }
 
