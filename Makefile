@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: help setup build install demo test bench-segments bench bench-s3 clean
+.PHONY: help setup build install demo test bench-segments bench bench-s3 bench-plane clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: setup ## Build and run every test (as root: some tests mount tmpfs)
 bench-segments: setup ## Measure ciphertext segment sizes (docs/format.md §2.4)
 	swift build -c release --product cce4-bench
 	.build/release/cce4-bench segments --runs 5
+
+bench-plane: setup ## Load the Privacy Plane: 200 sign-in + status clients for 30 s (docs/performance.md)
+	scripts/plane-load.sh 200 30 release
 
 clean: ## Remove build outputs and the demo's work folder
 	rm -rf .build demo/work

@@ -9,7 +9,7 @@ enum TarBridge {
         var limits = TarLimits()
         limits.maxEntries = config.maxEntries
         limits.maxFileBytes = config.maxFileBytes
-        limits.maxTotalBytes = config.maxUploadBytes
+        // The body's size is limited as it streams (413); maxTotalBytes stays the reader's default.
         do { return try packer.pack(tar: source, limits: limits) } catch let e as TarError {
             throw PlaneError.unprocessable(e.description)
         }
