@@ -21,7 +21,13 @@ public struct RouteSpec: Sendable, Hashable {
     public let path: String
 }
 
-typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
+/// A route handler. Throw `PlaneError` for client errors; anything else becomes a 500.
+public typealias PlaneHandler = @Sendable (Request, BasicRequestContext) async throws -> Response
+typealias Handler = PlaneHandler
+/// Registers one more route (method, OpenAPI path template such as /v1/leases/renew, handler),
+/// served behind the same middleware (problem+json, metrics, logs, sealing label) and listed
+/// in `PlaneServer.routes` (so the OpenAPI test requires it in docs/openapi.json).
+public typealias PlaneRouteRegistrar = (HTTPRequest.Method, String, @escaping PlaneHandler) -> Void
 
 /// Runs blocking work (store and ledger I/O, encryption) off the event loop.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
@@ -116,7 +122,8 @@ public final class PlaneServer: Sendable {
     public var boundPort: Int? { port.withLock { $0 } }
 
     /// Opens the store, the ledger and the KEK named by `config`.
-    public convenience init(config: PlaneConfig, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger? = nil) throws {
+    public convenience init(config: PlaneConfig, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger? = nil,
+                            extraRoutes: ((PlaneRouteRegistrar, PlaneService) -> Void)? = nil) throws {
         try config.validate()
         var log = logger ?? Logger(label: "cce4.plane")
         let sealing: any SealingProvider
@@ -128,10 +135,11 @@ public final class PlaneServer: Sendable {
         let keys = try PlaneKeys(kek: try sealing.unsealKEK(), insecure: sealing.isInsecure)
         let store = try ObjectStores.open(url: config.store, create: config.store.hasPrefix("file://"), environment: environment)
         let ledger = try Ledgers.open(config.ledger, writable: true)
-        self.init(service: PlaneService(config: config, keys: keys, store: store, ledger: ledger, logger: log), logger: log)
+        self.init(service: PlaneService(config: config, keys: keys, store: store, ledger: ledger, logger: log), logger: log, extraRoutes: extraRoutes)
     }
 
-    public init(service: PlaneService, logger: Logger) {
+    /// - Parameter extraRoutes: adds routes beyond the built-in API (the key-release routes).
+    public init(service: PlaneService, logger: Logger, extraRoutes: ((PlaneRouteRegistrar, PlaneService) -> Void)? = nil) {
         self.service = service
         self.logger = logger
         let router = Router(context: BasicRequestContext.self)
@@ -143,6 +151,7 @@ public final class PlaneServer: Sendable {
             router.on(RouterPath(path), method: method) { req, ctx in try await handler(req, ctx) }
         }
         Routes.register(on: on, service: service, metrics: metrics)
+        extraRoutes?(on, service)
         self.routes = specs
         table.withLock { $0 = RouteTable(specs) }
         self.responder = router.buildResponder()
