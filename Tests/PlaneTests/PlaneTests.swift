@@ -187,6 +187,12 @@ import Wallet
         let r = try http("POST", p1.base + "/v1/datasets/shared/rentals", json: ["user": alice.address.checksummed, "expires": UInt64(Date().timeIntervalSince1970) + 600], token: t1)
         #expect(r.status == 201)
         #expect(try http("GET", p2.base + "/v1/datasets/shared/rentals/\(alice.address.checksummed)").json["active"] as? Bool == true)
+        // A version uploaded through one replica is listed, and its DEK is the same, at the other.
+        try pythonTar([("a.csv", "id,age\n1,52\n")], to: d.dir.sub("v.tar"))
+        let up = try http("PUT", p2.base + "/v1/datasets/shared/versions", body: try Data(contentsOf: URL(fileURLWithPath: d.dir.sub("v.tar"))), token: t1)
+        #expect(up.status == 201, "\(up.text)")
+        let root = up.json["root"] as? String ?? ""
+        #expect((try http("GET", p1.base + "/v1/datasets/shared").json["versions"] as? [[String: Any]])?.first?["root"] as? String == root)
         // A nonce spent at one replica cannot be replayed at the other.
         let p3 = try RunningPlane(d, publicAuthority: "127.0.0.1:\(p1.port)")
         let (text, sig) = try p1.signedMessage(alice)
