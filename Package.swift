@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Envelope", targets: ["Envelope"]),
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
         .library(name: "CurlHTTP", targets: ["CurlHTTP"]),
+        .library(name: "PlaneClient", targets: ["PlaneClient"]),
         .library(name: "Dataset", targets: ["Dataset"]),
         .executable(name: "cce4", targets: ["cce4"]),
         .executable(name: "cce4-bench", targets: ["cce4-bench"]),
@@ -60,10 +61,12 @@ let package = Package(
         .target(name: "Ledger", dependencies: ["Wallet", "Envelope", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Attestation evidence: configfs-tsm and simulated providers; TDX, SEV-SNP verifiers; policy.
         .target(name: "Attestation", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
+        // The Privacy Plane's HTTP client: sign-in, operator approval, streamed version pushes.
+        .target(name: "PlaneClient", dependencies: ["CurlHTTP", "Wallet", "Ledger", "Dataset", "Envelope"], swiftSettings: strict),
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation", "PlaneClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -97,6 +100,7 @@ let package = Package(
         .testTarget(name: "FilesystemTests", dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "WalletTests", dependencies: ["Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "PlaneClientTests", dependencies: ["PlaneClient", "Dataset", "Wallet", "Ledger", "Envelope", "CurlHTTP", "ObjectStore", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],

@@ -1,0 +1,193 @@
+// The plane client's parts that need no plane: the sign-in message (Wallet's parser and
+// eth-account), the operator approval (the ledger's digest and eth-account's
+// encode_typed_data), problem+json errors, request building, and the TarWriter streamed as
+// an HTTP body to a real loopback server. The end-to-end push against a running plane is
+// the integration test (docs/plane-client.md §Testing).
+import CurlHTTP
+import Dataset
+import Envelope
+import Foundation
+import Ledger
+import ObjectStore
+import PlaneClient
+import Testing
+import TestSupport
+import Wallet
+
+/// Tests/interop/http_echo.py: echoes POST/PUT bodies.
+final class Echo: @unchecked Sendable {
+    static let shared: Echo = {
+        do { return try Echo() } catch { fatalError("cannot start http_echo.py: \(error)") }
+    }()
+    let base: String
+    private let process = Process()
+    private let input = Pipe()
+
+    init() throws {
+        let out = Pipe()
+        process.executableURL = URL(fileURLWithPath: Repo.python)
+        process.arguments = [Repo.root + "/Tests/interop/http_echo.py"]
+        process.standardOutput = out
+        process.standardInput = input
+        try process.run()
+        var line = Data()
+        while true {
+            let b = out.fileHandleForReading.readData(ofLength: 1)
+            if b.isEmpty || b == Data([0x0a]) { break }
+            line.append(b)
+        }
+        guard let port = Int(String(decoding: line, as: UTF8.self)) else { throw TestFailure("http_echo.py printed no port") }
+        base = "http://127.0.0.1:\(port)"
+    }
+    deinit { try? input.fileHandleForWriting.close() }
+}
+
+func ethTool(_ cmd: String, _ request: Any) throws -> Any {
+    let r = try run(Repo.python, [Repo.root + "/Tests/interop/eth_tool.py", cmd], input: try JSONSerialization.data(withJSONObject: request))
+    guard r.status == 0 else { throw TestFailure("eth_tool \(cmd): \(r.stderr)") }
+    return try JSONSerialization.jsonObject(with: r.stdout)
+}
+
+let testKeyHex = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+
+@Suite("Plane client")
+struct PlaneClientTests {
+    @Test("the sign-in message parses with Wallet's EIP-4361 parser, verifies, and eth-account recovers the signer")
+    func signInMessage() throws {
+        let key = try PrivateKey(bytes: Hex.decode(testKeyHex)!)
+        let n = SignInNonce(nonce: "k3Jd9sQ0aZ2x", domain: "127.0.0.1:8443", uri: "http://127.0.0.1:8443/v1/auth/login", chainId: 0,
+                            statement: "Sign in to the cce4long Privacy Plane operated by 0x5B38Da6a701c568545dCfcB03FcB875f56beddC4.",
+                            expiresAt: 1_800_000_300)
+        let m = try PlaneClient.signInMessage(nonce: n, address: key.address, now: 1_800_000_000)
+        let parsed = try SIWEMessage(parsing: m.text)
+        #expect(parsed == m)
+        #expect(parsed.domain == n.domain && parsed.nonce == n.nonce && parsed.uri == n.uri && parsed.address == key.address)
+        #expect(parsed.issuedAt == SIWETime(unixSeconds: 1_800_000_000))
+        #expect(parsed.expirationTime == SIWETime(unixSeconds: 1_800_000_300))
+        let sig = try key.signPersonal(Array(m.text.utf8))
+        try parsed.verify(signature: sig, at: 1_800_000_100 * 1_000_000_000, domain: "127.0.0.1:8443", nonce: n.nonce)
+        let rec = try ethTool("recover", ["items": [["message": Hex.encode(Array(m.text.utf8)), "signature": Hex.encode(sig.bytes)]]]) as! [String]
+        #expect(rec == [key.address.checksummed])
+        // A nonce that cannot make a valid message (a newline in the statement) is refused before signing.
+        let bad = SignInNonce(nonce: "k3Jd9sQ0aZ2x", domain: "127.0.0.1:8443", uri: "http://x/", chainId: 0, statement: "a\nb", expiresAt: 0)
+        #expect(throws: PlaneError.self) { try PlaneClient.signInMessage(nonce: bad, address: key.address, now: 1) }
+        // A nonce for another domain is refused.
+        #expect(throws: PlaneError.self) { try PlaneClient.checkSignInDomain(n, expected: "plane.example:443") }
+        try PlaneClient.checkSignInDomain(n, expected: try PlaneClient(baseURL: "http://127.0.0.1:8443/").authority)
+    }
+
+    @Test("the operator approval: the ledger's typed data parses, the digest matches eth-account's, the signature verifies on the ledger")
+    func approval() throws {
+        let key = try PrivateKey(bytes: Hex.decode(testKeyHex)!)
+        let op = try Address("0x5B38Da6a701c568545dCfcB03FcB875f56beddC4")
+        let domain = EIP712Domain.embeddedLedger(logID: Array(repeating: 7, count: 16))
+        let json = OperatorApproval.typedDataJSON(owner: key.address, operator: op, expires: 1_900_000_000, nonce: 3, domain: domain)
+        let r = try PlaneClient.parseApproval(Array(json.utf8))
+        #expect(r.owner == key.address && r.operator == op && r.expires == 1_900_000_000 && r.nonce == 3 && r.domain == domain)
+        #expect(r.digest == OperatorApproval.digest(owner: key.address, operator: op, expires: 1_900_000_000, nonce: 3, domain: domain))
+        let typed = try JSONSerialization.jsonObject(with: Data(json.utf8))
+        let py = try ethTool("sign-typed", ["items": [["key": testKeyHex, "typed": typed]]]) as! [[String: String]]
+        #expect(py.first?["digest"] == Hex.encode(r.digest))
+        let sig = try key.sign(hash: r.digest)
+        try OperatorApproval(owner: key.address, operator: op, expires: r.expires, nonce: r.nonce, signature: sig).verify(domain: domain)
+        let body = PlaneClient.approvalBody(r, signature: sig)
+        #expect(body["signature"] as? String == sig.hex)
+        #expect(body["nonce"] as? UInt64 == 3 && body["expires"] as? UInt64 == 1_900_000_000)
+        // chainId and numbers as strings (some wallets' shape) are accepted.
+        let stringy = json.replacingOccurrences(of: "\"chainId\":0", with: "\"chainId\":\"0\"").replacingOccurrences(of: "\"nonce\":3", with: "\"nonce\":\"3\"")
+        #expect(try PlaneClient.parseApproval(Array(stringy.utf8)) == r)
+        // Anything but the ledger's exact types is refused.
+        for (from, to) in [("\"primaryType\":\"OperatorApproval\"", "\"primaryType\":\"Mail\""),
+                           ("{\"name\":\"expires\",\"type\":\"uint64\"}", "{\"name\":\"expires\",\"type\":\"uint256\"}"),
+                           (",{\"name\":\"salt\",\"type\":\"bytes32\"}", ""),
+                           ("\"salt\":\"0x", "\"salt\":\"0xzz"),
+                           ("\"nonce\":3", "\"nonce\":-3"),
+                           ("\"owner\":\"0x", "\"owner\":\"0xq")] {
+            let mutated = json.replacingOccurrences(of: from, with: to)
+            #expect(mutated != json, "\(from)")
+            #expect(throws: PlaneError.self, "\(from) → \(to)") { try PlaneClient.parseApproval(Array(mutated.utf8)) }
+        }
+        #expect(throws: PlaneError.self) { try PlaneClient.parseApproval(Array("[1]".utf8)) }
+    }
+
+    @Test("problem+json errors become one line; the approval-required type says what to do")
+    func problems() {
+        let p = HTTPResponse(status: 403, headers: ["content-type": "application/problem+json"],
+                             body: Array(#"{"type":"https://cce4long.dev/problems/operator-approval-required","title":"Operator approval required","status":403,"detail":"approve 0xabc\nfirst"}"#.utf8))
+        let e = PlaneError.from(response: p, doing: "store a version of d1")
+        #expect(e.needsOperatorApproval)
+        #expect(!e.message.contains("\n"))
+        #expect(e.message.hasPrefix("the plane refused to store a version of d1: Operator approval required: approve 0xabc first (HTTP 403, https://cce4long.dev/problems/operator-approval-required)"))
+        #expect(e.message.contains("cce4 plane approve"))
+        let plain = PlaneError.from(response: HTTPResponse(status: 502, headers: ["content-type": "text/html"], body: Array("<h1>Bad\r\nGateway</h1>".utf8)), doing: "sign in")
+        #expect(plain.message == "the plane refused to sign in: HTTP 502: <h1>Bad  Gateway</h1>")
+        #expect(!plain.needsOperatorApproval)
+        let blank = PlaneError.from(response: HTTPResponse(status: 404, headers: ["content-type": "application/problem+json"], body: Array(#"{"type":"about:blank","title":"Not Found"}"#.utf8)), doing: "describe dataset x")
+        #expect(blank.message == "the plane refused to describe dataset x: Not Found (HTTP 404)")
+    }
+
+    @Test("requests: URLs, bearer token, JSON bodies; unsafe ids and bad URLs refused before any I/O")
+    func requests() throws {
+        let c = try PlaneClient(baseURL: "http://127.0.0.1:9/", token: "tok-1")
+        #expect(c.baseURL == "http://127.0.0.1:9")
+        #expect(c.authority == "127.0.0.1:9")
+        let (req, body) = try c.request("POST", "/v1/datasets", json: ["id": "cohort-1", "policyHash": "ab"])
+        #expect(req.method == "POST" && req.url == "http://127.0.0.1:9/v1/datasets")
+        #expect(req.headers.contains { $0 == ("Authorization", "Bearer tok-1") })
+        #expect(req.headers.contains { $0 == ("Content-Type", "application/json") })
+        #expect(String(decoding: body, as: UTF8.self) == #"{"id":"cohort-1","policyHash":"ab"}"#)
+        c.token = nil
+        #expect(!(try c.request("GET", "/v1/auth/nonce").0.headers.contains { $0.0 == "Authorization" }))
+        for id in ["../x", "A", "", "a/b", "a?b"] {
+            #expect(throws: PlaneError.self, "\(id)") { try c.dataset(id: id) }
+        }
+        #expect(throws: PlaneError.self) { try c.deleteVersion(id: "d", root: "zz") }
+        #expect(throws: PlaneError.self) { try c.endRental(id: "d", rentalId: "../1") }
+        for bad in ["ftp://x", "127.0.0.1:80", "http://", "http://h/?q=1"] {
+            #expect(throws: PlaneError.self, "\(bad)") { try PlaneClient(baseURL: bad) }
+        }
+        #expect(try PlaneClient(baseURL: "https://[::1]:8443").authority == "[::1]:8443")
+        // Nothing listens on port 9: a transport failure is one clear line naming the plane.
+        do {
+            _ = try c.signInNonce()
+            Issue.record("no error from a closed port")
+        } catch let e as PlaneError {
+            #expect(e.status == nil)
+            #expect(e.message.hasPrefix("cannot issue a sign-in nonce at http://127.0.0.1:9:"))
+        }
+    }
+
+    @Test("a directory streams as the PUT body (exact Content-Length, progress) and arrives as a valid archive")
+    func streamedBody() throws {
+        let dir = TempDir("cce4-plane-push")
+        let src = dir.sub("src")
+        var rng = SeededGenerator(seed: 5)
+        try writeFile(src + "/a/one.bin", rng.bytes(300_000))
+        try writeFile(src + "/a/b/two.txt", Array("two".utf8))
+        try writeFile(src + "/" + String(repeating: "long", count: 40) + ".csv", rng.bytes(70_000))
+        try FileManager.default.createSymbolicLink(atPath: src + "/link", withDestinationPath: "a/one.bin")
+        let w = try TarWriter(directory: src)
+        let total = w.archiveSize
+        final class Seen: @unchecked Sendable { var last: Int64 = 0; var calls = 0 }
+        let seen = Seen()
+        let client = CurlClient()
+        let r = try client.perform(HTTPRequest(method: "PUT", url: Echo.shared.base + "/echo", headers: [("Content-Type", "application/x-tar")],
+                                               body: .stream(length: total, read: { buf in
+                                                   let n = try w.read(into: buf)
+                                                   seen.last += Int64(n); seen.calls += 1
+                                                   return n
+                                               })))
+        #expect(r.status == 200)
+        #expect(r.headers["x-was-chunked"] == "false")
+        #expect(Int64(r.body.count) == total && seen.last == total && seen.calls > 2)
+        try writeFile(dir.sub("got.tar"), r.body)
+        let py = try run(Repo.python, [Repo.root + "/Tests/interop/tar_tool.py", "list", dir.sub("got.tar")])
+        #expect(py.status == 0, "\(py.stderr)")
+        let names = (try JSONSerialization.jsonObject(with: py.stdout) as! [[String: Any]]).map { $0["name"] as! String }
+        #expect(names == ["a", "a/b", "a/b/two.txt", "a/one.bin", "link", String(repeating: "long", count: 40) + ".csv"])
+        // And the packer takes it as it is.
+        let store = try FileObjectStore(root: dir.sub("store"), create: true)
+        let packed = try Packer(store: store, datasetID: "push", key: try SecureBytes.random(count: 32)).pack(tar: BytesSource(r.body))
+        #expect(packed.files == 3 && packed.symlinks == 1 && packed.directories == 3)
+    }
+}
