@@ -9,7 +9,7 @@ import Wallet
 
 /// A failure talking to the plane, as one line: the plane's problem title and detail
 /// (RFC 9457), the HTTP status and problem type, or the transport's message.
-public struct PlaneError: Error, CustomStringConvertible, Sendable {
+public struct PlaneClientError: Error, CustomStringConvertible, Sendable {
     /// The HTTP status; nil for transport failures and malformed answers.
     public let status: Int?
     /// The problem type URI (e.g. `PlaneClient.approvalRequired`), if the plane sent one.
@@ -25,7 +25,7 @@ public struct PlaneError: Error, CustomStringConvertible, Sendable {
 
     /// The one-line error for a non-2xx response: problem+json when the body is one, else
     /// the status and the start of the body (control characters removed).
-    public static func from(response r: HTTPResponse, doing what: String) -> PlaneError {
+    public static func from(response r: HTTPResponse, doing what: String) -> PlaneClientError {
         let ctype = r.headers["content-type"] ?? ""
         if ctype.contains("json"), let o = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any] {
             let type = o["type"] as? String
@@ -39,96 +39,16 @@ public struct PlaneError: Error, CustomStringConvertible, Sendable {
             if type == PlaneClient.approvalRequired {
                 text += "; approve the plane as your operator first (cce4 plane approve, or --approve)"
             }
-            return PlaneError(status: r.status, type: type, message: text)
+            return PlaneClientError(status: r.status, type: type, message: text)
         }
         let snippet = clean(String(decoding: r.body.prefix(200), as: UTF8.self))
-        return PlaneError(status: r.status, type: nil, message: "the plane refused to \(what): HTTP \(r.status)" + (snippet.isEmpty ? "" : ": " + snippet))
+        return PlaneClientError(status: r.status, type: nil, message: "the plane refused to \(what): HTTP \(r.status)" + (snippet.isEmpty ? "" : ": " + snippet))
     }
 
     static func clean(_ s: String) -> String {
         String(String.UnicodeScalarView(s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : $0 }))
             .trimmingCharacters(in: .whitespaces)
     }
-}
-
-/// What `GET /v1/auth/nonce` returns: everything needed to build the EIP-4361 message.
-public struct SignInNonce: Sendable, Equatable, Decodable {
-    public init(nonce: String, domain: String, uri: String, chainId: UInt64, statement: String?, expiresAt: Int64) {
-        self.nonce = nonce; self.domain = domain; self.uri = uri; self.chainId = chainId; self.statement = statement; self.expiresAt = expiresAt
-    }
-    public let nonce: String
-    public let domain: String
-    public let uri: String
-    public let chainId: UInt64
-    public let statement: String?
-    public let expiresAt: Int64
-}
-
-/// A signed-in session.
-public struct Session: Sendable, Equatable, Decodable {
-    public let token: String
-    public let address: String
-    public let expiresAt: Int64
-}
-
-/// The operator approval the plane asks for (eth_signTypedData_v4 shape), parsed and
-/// checked: the type is exactly `OperatorApproval` as the ledger defines it.
-public struct ApprovalRequest: Sendable, Equatable {
-    public let domain: EIP712Domain
-    public let owner: Address
-    public let `operator`: Address
-    public let expires: UInt64
-    public let nonce: UInt64
-
-    /// The EIP-712 digest the owner signs (raw secp256k1, not personal_sign).
-    public var digest: [UInt8] {
-        OperatorApproval.digest(owner: owner, operator: `operator`, expires: expires, nonce: nonce, domain: domain)
-    }
-}
-
-/// A dataset as the plane reports it.
-public struct DatasetInfo: Sendable, Equatable, Decodable {
-    public let id: String
-    public let owner: String
-    public let policyHash: String?
-    public let versions: [VersionInfo]
-}
-
-/// One version of a dataset.
-public struct VersionInfo: Sendable, Equatable, Decodable {
-    public let root: String
-    public let files: Int
-    public let bytes: Int64
-    public let createdAt: Int64?
-}
-
-public struct Rental: Sendable, Equatable, Decodable {
-    public let rentalId: String
-    public let user: String
-    public let expires: Int64
-}
-
-public struct RentalStatus: Sendable, Equatable, Decodable {
-    public let active: Bool
-    public let rentalId: String?
-    public let expires: Int64?
-}
-
-/// The audit log of a dataset: a signed checkpoint and events with inclusion proofs.
-public struct AuditLog: Sendable, Equatable, Decodable {
-    public struct Event: Sendable, Equatable, Decodable {
-        public let index: Int64
-        public let time: Int64
-        public let actor: String
-        public let kind: String
-        public let event: String?
-        public let dataset: String?
-        public let payloadHash: String
-        public let leafHash: String
-        public let proof: [String]
-    }
-    public let checkpoint: String
-    public let events: [Event]
 }
 
 /// A client of one Privacy Plane (`baseURL`, e.g. `http://127.0.0.1:8443`). Holds a bearer
@@ -154,7 +74,7 @@ public final class PlaneClient: @unchecked Sendable {
         while b.hasSuffix("/") { b.removeLast() }
         guard let u = URLComponents(string: b), let scheme = u.scheme, scheme == "http" || scheme == "https", u.host?.isEmpty == false,
               u.query == nil, u.fragment == nil else {
-            throw PlaneError(status: nil, type: nil, message: "plane URL \(baseURL) must be http(s)://HOST[:PORT][/PATH]")
+            throw PlaneClientError(status: nil, type: nil, message: "plane URL \(baseURL) must be http(s)://HOST[:PORT][/PATH]")
         }
         self.baseURL = b
         self._token = token
@@ -190,7 +110,7 @@ public final class PlaneClient: @unchecked Sendable {
         return (HTTPRequest(method: method, url: baseURL + path, headers: headers), body)
     }
 
-    /// Sends a request; returns the body of a 2xx answer, throws `PlaneError` otherwise.
+    /// Sends a request; returns the body of a 2xx answer, throws `PlaneClientError` otherwise.
     func call(_ method: String, _ path: String, json: [String: Any]? = nil, doing what: String, expect: Set<Int> = [200, 201, 204]) throws -> [UInt8] {
         var (req, body) = try request(method, path, json: json)
         let resp: HTTPResponse
@@ -200,15 +120,15 @@ public final class PlaneClient: @unchecked Sendable {
                 return try http.perform(req)
             }
         } catch let e as TransportError {
-            throw PlaneError(status: nil, type: nil, message: "cannot \(what) at \(baseURL): \(e.message)")
+            throw PlaneClientError(status: nil, type: nil, message: "cannot \(what) at \(baseURL): \(e.message)")
         }
-        guard expect.contains(resp.status) else { throw PlaneError.from(response: resp, doing: what) }
+        guard expect.contains(resp.status) else { throw PlaneClientError.from(response: resp, doing: what) }
         return resp.body
     }
 
     func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], doing what: String) throws -> T {
         do { return try JSONDecoder().decode(T.self, from: Data(body)) } catch {
-            throw PlaneError(status: nil, type: nil, message: "the plane's answer to \(what) is not what the API specifies: \(Self.decodingProblem(error))")
+            throw PlaneClientError(status: nil, type: nil, message: "the plane's answer to \(what) is not what the API specifies: \(Self.decodingProblem(error))")
         }
     }
 
@@ -223,7 +143,7 @@ public final class PlaneClient: @unchecked Sendable {
     }
 
     static func checkDataset(_ id: String) throws {
-        do { try AssociatedData.validateDatasetID(id) } catch { throw PlaneError(status: nil, type: nil, message: "\(error)") }
+        do { try AssociatedData.validateDatasetID(id) } catch { throw PlaneClientError(status: nil, type: nil, message: "\(error)") }
     }
 
     // MARK: sign-in
@@ -240,9 +160,9 @@ public final class PlaneClient: @unchecked Sendable {
         // What the plane will parse: refuse to sign anything that does not round-trip.
         do {
             let parsed = try SIWEMessage(parsing: m.text)
-            guard parsed == m else { throw PlaneError(status: nil, type: nil, message: "the sign-in message does not round-trip") }
-        } catch let e as PlaneError { throw e } catch {
-            throw PlaneError(status: nil, type: nil, message: "the plane's nonce does not make a valid EIP-4361 message: \(error)")
+            guard parsed == m else { throw PlaneClientError(status: nil, type: nil, message: "the sign-in message does not round-trip") }
+        } catch let e as PlaneClientError { throw e } catch {
+            throw PlaneClientError(status: nil, type: nil, message: "the plane's nonce does not make a valid EIP-4361 message: \(error)")
         }
         return m
     }
@@ -250,7 +170,7 @@ public final class PlaneClient: @unchecked Sendable {
     /// Refuses a nonce whose domain is not the one the user meant to sign in to.
     public static func checkSignInDomain(_ n: SignInNonce, expected: String) throws {
         guard n.domain == expected else {
-            throw PlaneError(status: nil, type: nil, message: "the plane asks to sign in for '\(PlaneError.clean(n.domain))', but you connected to '\(expected)'; refusing to sign (pass --siwe-domain if the plane is behind a proxy with that name)")
+            throw PlaneClientError(status: nil, type: nil, message: "the plane asks to sign in for '\(PlaneClientError.clean(n.domain))', but you connected to '\(expected)'; refusing to sign (pass --siwe-domain if the plane is behind a proxy with that name)")
         }
     }
 
@@ -279,7 +199,7 @@ public final class PlaneClient: @unchecked Sendable {
     /// ledger's `EIP712Domain` and `OperatorApproval`: the client signs its own digest of
     /// the values, never a type the server made up.
     public static func parseApproval(_ body: [UInt8]) throws -> ApprovalRequest {
-        func bad(_ m: String) -> PlaneError { PlaneError(status: nil, type: nil, message: "the plane's operator approval request is invalid: \(m)") }
+        func bad(_ m: String) -> PlaneClientError { PlaneClientError(status: nil, type: nil, message: "the plane's operator approval request is invalid: \(m)") }
         guard let o = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { throw bad("not a JSON object") }
         guard o["primaryType"] as? String == "OperatorApproval" else { throw bad("primaryType is not OperatorApproval") }
         guard let types = o["types"] as? [String: Any] else { throw bad("no types") }
@@ -314,7 +234,7 @@ public final class PlaneClient: @unchecked Sendable {
         do {
             domain = try EIP712Domain(name: name, version: version, chainId: try uint(d["chainId"], "chainId"),
                                       verifyingContract: try address(d["verifyingContract"], "verifyingContract"), salt: salt)
-        } catch let e as PlaneError { throw e } catch { throw bad("\(error)") }
+        } catch let e as PlaneClientError { throw e } catch { throw bad("\(error)") }
         return ApprovalRequest(domain: domain, owner: try address(m["owner"], "owner"), operator: try address(m["operator"], "operator"),
                                expires: try uint(m["expires"], "expires"), nonce: try uint(m["nonce"], "nonce"))
     }
@@ -331,10 +251,10 @@ public final class PlaneClient: @unchecked Sendable {
     public func approveOperator(wallet: PrivateKey, expectedOperator: Address? = nil) throws -> ApprovalRequest {
         let r = try operatorApprovalRequest()
         guard r.owner == wallet.address else {
-            throw PlaneError(status: nil, type: nil, message: "the plane asks \(wallet.address) to sign an approval for owner \(r.owner); refusing")
+            throw PlaneClientError(status: nil, type: nil, message: "the plane asks \(wallet.address) to sign an approval for owner \(r.owner); refusing")
         }
         if let want = expectedOperator, want != r.operator {
-            throw PlaneError(status: nil, type: nil, message: "the plane asks to approve operator \(r.operator), not \(want); refusing")
+            throw PlaneClientError(status: nil, type: nil, message: "the plane asks to approve operator \(r.operator), not \(want); refusing")
         }
         let sig = try wallet.sign(hash: r.digest)
         _ = try call("POST", "/v1/auth/operator-approval", json: Self.approvalBody(r, signature: sig), doing: "record the operator approval")
@@ -372,9 +292,9 @@ public final class PlaneClient: @unchecked Sendable {
         })
         let resp: HTTPResponse
         do throws(TransportError) { resp = try http.perform(req) } catch {
-            throw PlaneError(status: nil, type: nil, message: "cannot push a version of \(id) to \(baseURL): \(error.message)")
+            throw PlaneClientError(status: nil, type: nil, message: "cannot push a version of \(id) to \(baseURL): \(error.message)")
         }
-        guard resp.status == 201 || resp.status == 200 else { throw PlaneError.from(response: resp, doing: "store a version of \(id)") }
+        guard resp.status == 201 || resp.status == 200 else { throw PlaneClientError.from(response: resp, doing: "store a version of \(id)") }
         return try decode(VersionInfo.self, resp.body, doing: "the push")
     }
 
@@ -395,7 +315,7 @@ public final class PlaneClient: @unchecked Sendable {
     /// `DELETE /v1/datasets/{id}/versions/{root}`.
     public func deleteVersion(id: String, root: String) throws {
         try Self.checkDataset(id)
-        guard (try? SHA256Digest(hex: root)) != nil else { throw PlaneError(status: nil, type: nil, message: "a version root is 64 hex digits") }
+        guard (try? SHA256Digest(hex: root)) != nil else { throw PlaneClientError(status: nil, type: nil, message: "a version root is 64 hex digits") }
         _ = try call("DELETE", "/v1/datasets/\(id)/versions/\(root.lowercased())", doing: "delete version \(root.prefix(16))… of \(id)")
     }
 
@@ -412,7 +332,7 @@ public final class PlaneClient: @unchecked Sendable {
     public func endRental(id: String, rentalId: String) throws {
         try Self.checkDataset(id)
         guard !rentalId.isEmpty, rentalId.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
-            throw PlaneError(status: nil, type: nil, message: "a rental id is letters, digits, '-' and '_'")
+            throw PlaneClientError(status: nil, type: nil, message: "a rental id is letters, digits, '-' and '_'")
         }
         _ = try call("DELETE", "/v1/datasets/\(id)/rentals/\(rentalId)", doing: "end rental \(rentalId) of \(id)")
     }
@@ -428,5 +348,89 @@ public final class PlaneClient: @unchecked Sendable {
     public func audit(dataset id: String) throws -> AuditLog {
         try Self.checkDataset(id)
         return try decode(AuditLog.self, try call("GET", "/v1/audit?dataset=\(id)", doing: "read the audit log of \(id)"), doing: "the audit log")
+    }
+}
+
+// The API's answers, nested so that they never clash with the server module's types
+// (PrivacyPlane has its own DatasetInfo, VersionInfo) in a file that imports both.
+extension PlaneClient {
+    /// What `GET /v1/auth/nonce` returns: everything needed to build the EIP-4361 message.
+    public struct SignInNonce: Sendable, Equatable, Decodable {
+        public init(nonce: String, domain: String, uri: String, chainId: UInt64, statement: String?, expiresAt: Int64) {
+            self.nonce = nonce; self.domain = domain; self.uri = uri; self.chainId = chainId; self.statement = statement; self.expiresAt = expiresAt
+        }
+        public let nonce: String
+        public let domain: String
+        public let uri: String
+        public let chainId: UInt64
+        public let statement: String?
+        public let expiresAt: Int64
+    }
+
+    /// A signed-in session.
+    public struct Session: Sendable, Equatable, Decodable {
+        public let token: String
+        public let address: String
+        public let expiresAt: Int64
+    }
+
+    /// The operator approval the plane asks for (eth_signTypedData_v4 shape), parsed and
+    /// checked: the type is exactly `OperatorApproval` as the ledger defines it.
+    public struct ApprovalRequest: Sendable, Equatable {
+        public let domain: EIP712Domain
+        public let owner: Address
+        public let `operator`: Address
+        public let expires: UInt64
+        public let nonce: UInt64
+
+        /// The EIP-712 digest the owner signs (raw secp256k1, not personal_sign).
+        public var digest: [UInt8] {
+            OperatorApproval.digest(owner: owner, operator: `operator`, expires: expires, nonce: nonce, domain: domain)
+        }
+    }
+
+    /// A dataset as the plane reports it.
+    public struct DatasetInfo: Sendable, Equatable, Decodable {
+        public let id: String
+        public let owner: String
+        public let policyHash: String?
+        public let versions: [VersionInfo]
+    }
+
+    /// One version of a dataset.
+    public struct VersionInfo: Sendable, Equatable, Decodable {
+        public let root: String
+        public let files: Int
+        public let bytes: Int64
+        public let createdAt: Int64?
+    }
+
+    public struct Rental: Sendable, Equatable, Decodable {
+        public let rentalId: String
+        public let user: String
+        public let expires: Int64
+    }
+
+    public struct RentalStatus: Sendable, Equatable, Decodable {
+        public let active: Bool
+        public let rentalId: String?
+        public let expires: Int64?
+    }
+
+    /// The audit log of a dataset: a signed checkpoint and events with inclusion proofs.
+    public struct AuditLog: Sendable, Equatable, Decodable {
+        public struct Event: Sendable, Equatable, Decodable {
+            public let index: Int64
+            public let time: Int64
+            public let actor: String
+            public let kind: String
+            public let event: String?
+            public let dataset: String?
+            public let payloadHash: String
+            public let leafHash: String
+            public let proof: [String]
+        }
+        public let checkpoint: String
+        public let events: [Event]
     }
 }

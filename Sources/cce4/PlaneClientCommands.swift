@@ -44,11 +44,11 @@ struct PlaneOptions: ParsableArguments {
     }
 }
 
-/// Runs plane calls, turning `PlaneError` into a `Failure` with a documented status:
+/// Runs plane calls, turning `PlaneClientError` into a `Failure` with a documented status:
 /// 77 refused (401/403), 66 not found (404), 65 the plane refused the data (other 4xx,
 /// e.g. an invalid archive), 74 transport and server failures.
 func planeCall<R>(_ body: () throws -> R) throws -> R {
-    do { return try body() } catch let e as PlaneError {
+    do { return try body() } catch let e as PlaneClientError {
         let code: Int32
         switch e.status {
         case 401?, 403?: code = Failure.noPermission
@@ -170,11 +170,9 @@ extension DatasetCommand {
     }
 }
 
-struct PlaneCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "plane",
-        abstract: "Talk to a Privacy Plane: sign in, approve it as your operator, list versions.",
-        subcommands: [Login.self, Approve.self, Versions.self])
+/// The client subcommands of `cce4 plane` (PlaneCommands.swift lists them next to `serve`).
+enum PlaneClientCommands {
+    static let all: [any ParsableCommand.Type] = [Login.self, Approve.self, Versions.self]
 
     struct Login: ParsableCommand {
         static let configuration = CommandConfiguration(

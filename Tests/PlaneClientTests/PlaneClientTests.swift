@@ -55,7 +55,7 @@ struct PlaneClientTests {
     @Test("the sign-in message parses with Wallet's EIP-4361 parser, verifies, and eth-account recovers the signer")
     func signInMessage() throws {
         let key = try PrivateKey(bytes: Hex.decode(testKeyHex)!)
-        let n = SignInNonce(nonce: "k3Jd9sQ0aZ2x", domain: "127.0.0.1:8443", uri: "http://127.0.0.1:8443/v1/auth/login", chainId: 0,
+        let n = PlaneClient.SignInNonce(nonce: "k3Jd9sQ0aZ2x", domain: "127.0.0.1:8443", uri: "http://127.0.0.1:8443/v1/auth/login", chainId: 0,
                             statement: "Sign in to the cce4long Privacy Plane operated by 0x5B38Da6a701c568545dCfcB03FcB875f56beddC4.",
                             expiresAt: 1_800_000_300)
         let m = try PlaneClient.signInMessage(nonce: n, address: key.address, now: 1_800_000_000)
@@ -69,10 +69,10 @@ struct PlaneClientTests {
         let rec = try ethTool("recover", ["items": [["message": Hex.encode(Array(m.text.utf8)), "signature": Hex.encode(sig.bytes)]]]) as! [String]
         #expect(rec == [key.address.checksummed])
         // A nonce that cannot make a valid message (a newline in the statement) is refused before signing.
-        let bad = SignInNonce(nonce: "k3Jd9sQ0aZ2x", domain: "127.0.0.1:8443", uri: "http://x/", chainId: 0, statement: "a\nb", expiresAt: 0)
-        #expect(throws: PlaneError.self) { try PlaneClient.signInMessage(nonce: bad, address: key.address, now: 1) }
+        let bad = PlaneClient.SignInNonce(nonce: "k3Jd9sQ0aZ2x", domain: "127.0.0.1:8443", uri: "http://x/", chainId: 0, statement: "a\nb", expiresAt: 0)
+        #expect(throws: PlaneClientError.self) { try PlaneClient.signInMessage(nonce: bad, address: key.address, now: 1) }
         // A nonce for another domain is refused.
-        #expect(throws: PlaneError.self) { try PlaneClient.checkSignInDomain(n, expected: "plane.example:443") }
+        #expect(throws: PlaneClientError.self) { try PlaneClient.checkSignInDomain(n, expected: "plane.example:443") }
         try PlaneClient.checkSignInDomain(n, expected: try PlaneClient(baseURL: "http://127.0.0.1:8443/").authority)
     }
 
@@ -105,24 +105,24 @@ struct PlaneClientTests {
                            ("\"owner\":\"0x", "\"owner\":\"0xq")] {
             let mutated = json.replacingOccurrences(of: from, with: to)
             #expect(mutated != json, "\(from)")
-            #expect(throws: PlaneError.self, "\(from) → \(to)") { try PlaneClient.parseApproval(Array(mutated.utf8)) }
+            #expect(throws: PlaneClientError.self, "\(from) → \(to)") { try PlaneClient.parseApproval(Array(mutated.utf8)) }
         }
-        #expect(throws: PlaneError.self) { try PlaneClient.parseApproval(Array("[1]".utf8)) }
+        #expect(throws: PlaneClientError.self) { try PlaneClient.parseApproval(Array("[1]".utf8)) }
     }
 
     @Test("problem+json errors become one line; the approval-required type says what to do")
     func problems() {
         let p = HTTPResponse(status: 403, headers: ["content-type": "application/problem+json"],
                              body: Array(#"{"type":"https://cce4long.dev/problems/operator-approval-required","title":"Operator approval required","status":403,"detail":"approve 0xabc\nfirst"}"#.utf8))
-        let e = PlaneError.from(response: p, doing: "store a version of d1")
+        let e = PlaneClientError.from(response: p, doing: "store a version of d1")
         #expect(e.needsOperatorApproval)
         #expect(!e.message.contains("\n"))
         #expect(e.message.hasPrefix("the plane refused to store a version of d1: Operator approval required: approve 0xabc first (HTTP 403, https://cce4long.dev/problems/operator-approval-required)"))
         #expect(e.message.contains("cce4 plane approve"))
-        let plain = PlaneError.from(response: HTTPResponse(status: 502, headers: ["content-type": "text/html"], body: Array("<h1>Bad\r\nGateway</h1>".utf8)), doing: "sign in")
+        let plain = PlaneClientError.from(response: HTTPResponse(status: 502, headers: ["content-type": "text/html"], body: Array("<h1>Bad\r\nGateway</h1>".utf8)), doing: "sign in")
         #expect(plain.message == "the plane refused to sign in: HTTP 502: <h1>Bad  Gateway</h1>")
         #expect(!plain.needsOperatorApproval)
-        let blank = PlaneError.from(response: HTTPResponse(status: 404, headers: ["content-type": "application/problem+json"], body: Array(#"{"type":"about:blank","title":"Not Found"}"#.utf8)), doing: "describe dataset x")
+        let blank = PlaneClientError.from(response: HTTPResponse(status: 404, headers: ["content-type": "application/problem+json"], body: Array(#"{"type":"about:blank","title":"Not Found"}"#.utf8)), doing: "describe dataset x")
         #expect(blank.message == "the plane refused to describe dataset x: Not Found (HTTP 404)")
     }
 
@@ -139,19 +139,19 @@ struct PlaneClientTests {
         c.token = nil
         #expect(!(try c.request("GET", "/v1/auth/nonce").0.headers.contains { $0.0 == "Authorization" }))
         for id in ["../x", "A", "", "a/b", "a?b"] {
-            #expect(throws: PlaneError.self, "\(id)") { try c.dataset(id: id) }
+            #expect(throws: PlaneClientError.self, "\(id)") { try c.dataset(id: id) }
         }
-        #expect(throws: PlaneError.self) { try c.deleteVersion(id: "d", root: "zz") }
-        #expect(throws: PlaneError.self) { try c.endRental(id: "d", rentalId: "../1") }
+        #expect(throws: PlaneClientError.self) { try c.deleteVersion(id: "d", root: "zz") }
+        #expect(throws: PlaneClientError.self) { try c.endRental(id: "d", rentalId: "../1") }
         for bad in ["ftp://x", "127.0.0.1:80", "http://", "http://h/?q=1"] {
-            #expect(throws: PlaneError.self, "\(bad)") { try PlaneClient(baseURL: bad) }
+            #expect(throws: PlaneClientError.self, "\(bad)") { try PlaneClient(baseURL: bad) }
         }
         #expect(try PlaneClient(baseURL: "https://[::1]:8443").authority == "[::1]:8443")
         // Nothing listens on port 9: a transport failure is one clear line naming the plane.
         do {
             _ = try c.signInNonce()
             Issue.record("no error from a closed port")
-        } catch let e as PlaneError {
+        } catch let e as PlaneClientError {
             #expect(e.status == nil)
             #expect(e.message.hasPrefix("cannot issue a sign-in nonce at http://127.0.0.1:9:"))
         }
