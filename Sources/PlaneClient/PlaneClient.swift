@@ -405,15 +405,26 @@ extension PlaneClient {
         public let createdAt: Int64?
     }
 
+    /// A rental id as the plane writes it (a JSON number or string), kept as its decimal text.
+    public struct RentalID: Sendable, Equatable, Decodable, CustomStringConvertible {
+        public let value: String
+        public init(_ value: String) { self.value = value }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let n = try? c.decode(UInt64.self) { value = String(n) } else { value = try c.decode(String.self) }
+        }
+        public var description: String { value }
+    }
+
     public struct Rental: Sendable, Equatable, Decodable {
-        public let rentalId: String
+        public let rentalId: RentalID
         public let user: String
         public let expires: Int64
     }
 
     public struct RentalStatus: Sendable, Equatable, Decodable {
         public let active: Bool
-        public let rentalId: String?
+        public let rentalId: RentalID?
         public let expires: Int64?
     }
 
@@ -423,11 +434,13 @@ extension PlaneClient {
             public let index: Int64
             public let time: Int64
             public let actor: String
-            public let kind: String
+            public let kind: String?
             public let event: String?
             public let dataset: String?
-            public let payloadHash: String
+            public let payloadHash: String?
             public let leafHash: String
+            /// The ledger entry's body (hex), when the plane includes it: the leaf hash's preimage.
+            public let entry: String?
             public let proof: [String]
         }
         public let checkpoint: String

@@ -148,16 +148,19 @@ extension DatasetCommand {
                 let probe = try TarWriter(directory: source)
                 let key = try plane.key()
                 let client = try plane.signedIn(key)
-                if create {
-                    do {
-                        _ = try planeCall { try client.createDataset(id: dataset, policyHash: policyHash?.lowercased()) }
-                    } catch let f as Failure where f.description.contains("HTTP 409") {
-                        // Already there: push to it (the plane checks ownership).
-                    }
-                }
+                // The plane acts on the ledger for you only once approved: approve before creating.
                 if approve {
                     let r = try planeCall { try client.approveOperator(wallet: key) }
                     if !quiet { FileHandle.standardError.write(Data("approved \(r.operator) as operator for \(r.owner)\(r.expires == 0 ? " (revoked)" : " until \(r.expires)")\n".utf8)) }
+                }
+                if create {
+                    try planeCall {
+                        do {
+                            _ = try client.createDataset(id: dataset, policyHash: policyHash?.lowercased())
+                        } catch let e as PlaneClientError where e.status == 409 {
+                            // Already there: push to it (the plane checks that it is yours).
+                        }
+                    }
                 }
                 let progress = UploadProgress(quiet: quiet)
                 let v = try planeCall {

@@ -110,6 +110,21 @@ struct PlaneClientTests {
         #expect(throws: PlaneClientError.self) { try PlaneClient.parseApproval(Array("[1]".utf8)) }
     }
 
+    @Test("the plane's answers decode: numeric rental ids, optional audit fields, versions")
+    func answers() throws {
+        let d = JSONDecoder()
+        let r = try d.decode(PlaneClient.Rental.self, from: Data(#"{"rentalId":7,"user":"0x5B38Da6a701c568545dCfcB03FcB875f56beddC4","expires":1900000000}"#.utf8))
+        #expect(r.rentalId.value == "7")
+        #expect(try d.decode(PlaneClient.Rental.self, from: Data(#"{"rentalId":"r-7","user":"u","expires":1}"#.utf8)).rentalId.value == "r-7")
+        let st = try d.decode(PlaneClient.RentalStatus.self, from: Data(#"{"active":true,"rentalId":3,"expires":5}"#.utf8))
+        #expect(st.active && st.rentalId?.value == "3" && st.expires == 5)
+        #expect(try d.decode(PlaneClient.RentalStatus.self, from: Data(#"{"active":false}"#.utf8)).rentalId == nil)
+        let info = try d.decode(PlaneClient.DatasetInfo.self, from: Data(#"{"id":"c1","owner":"0x5B38Da6a701c568545dCfcB03FcB875f56beddC4","policyHash":"00","versions":[{"root":"ab","files":3,"bytes":10,"createdAt":1800000000}]}"#.utf8))
+        #expect(info.versions.first?.files == 3 && info.versions.first?.createdAt == 1_800_000_000)
+        let a = try d.decode(PlaneClient.AuditLog.self, from: Data(#"{"checkpoint":"note","events":[{"index":0,"time":1,"actor":"0x5B38Da6a701c568545dCfcB03FcB875f56beddC4","kind":"registerDataset","event":"dataset.register","dataset":"c1","leafHash":"aa","entry":"bb","proof":[]}]}"#.utf8))
+        #expect(a.events.first?.payloadHash == nil && a.events.first?.event == "dataset.register")
+    }
+
     @Test("problem+json errors become one line; the approval-required type says what to do")
     func problems() {
         let p = HTTPResponse(status: 403, headers: ["content-type": "application/problem+json"],
