@@ -86,6 +86,9 @@ public final class PlaneClient: @unchecked Sendable {
         o.maxAttempts = 3
         o.retryTime = 10
         o.maxResponseBytes = 16 << 20
+        // The plane answers a push only after sealing the directories and recording the
+        // version on the ledger: allow that long a silence after the last byte.
+        o.stallTimeout = 120
         return o
     }
 

@@ -373,6 +373,8 @@ struct TarTests {
         expectTarError(.limitExceeded, tarFile("a", [1]) + tarFile("b", [1]) + tarFile("c", [1]) + tarEnd, limits: l, "entries")
         l = TarLimits(); l.maxNameBytes = 10
         expectTarError(.limitExceeded, tarFile("abcdefghijk", [1]) + tarEnd, limits: l, "name bytes")
+        l = TarLimits(); l.maxTotalNameBytes = 20
+        expectTarError(.limitExceeded, tarFile("abcdefghij", [1]) + tarFile("klmnopqrstu", [1]) + tarEnd, limits: l, "total name bytes")
         l = TarLimits(); l.maxDepth = 2
         expectTarError(.limitExceeded, tarFile("a/b/c", [1]) + tarEnd, limits: l, "depth")
         l = TarLimits(); l.maxFileBytes = 10
