@@ -237,6 +237,29 @@ struct TarTests {
         }
     }
 
+    @Test("GNU tar's hard links, sparse files (gnu and posix formats) and FIFOs are refused with unsupportedType")
+    func gnuTarRefusals() throws {
+        let dir = TempDir("cce4-tar-gnu-refuse")
+        let src = dir.sub("src")
+        try writeFile(src + "/a.txt", Array("a".utf8))
+        #expect(link(src + "/a.txt", src + "/b.txt") == 0)
+        let hard = dir.sub("hard.tar")
+        #expect(try run("/usr/bin/tar", ["--format=posix", "-C", src, "-cf", hard, "."]).status == 0)
+        expectTarError(.unsupportedType, try readFile(hard), "GNU tar hard link")
+        #expect(unlink(src + "/b.txt") == 0)
+        #expect(truncate(src + "/a.txt", 4 << 20) == 0)  // a hole: tar --sparse stores it sparse
+        for fmt in ["gnu", "posix"] {
+            let out = dir.sub("sparse-\(fmt).tar")
+            let r = try run("/usr/bin/tar", ["--format=\(fmt)", "--sparse", "-C", src, "-cf", out, "."])
+            #expect(r.status == 0, "\(r.stderr)")
+            expectTarError(.unsupportedType, try readFile(out), "GNU tar --sparse --format=\(fmt)")
+        }
+        #expect(mkfifo(src + "/fifo", 0o600) == 0)
+        let fifo = dir.sub("fifo.tar")
+        #expect(try run("/usr/bin/tar", ["--format=posix", "-C", src, "-cf", fifo, "./fifo"]).status == 0)
+        expectTarError(.unsupportedType, try readFile(fifo), "GNU tar FIFO")
+    }
+
     @Test("TarWriter round trip: through TarReader (1-byte reads too) and Python tarfile, deterministic, exact size")
     func writerRoundTrip() throws {
         let dir = TempDir("cce4-tarw")
