@@ -125,6 +125,41 @@ struct PlaneClientTests {
         #expect(a.events.first?.payloadHash == nil && a.events.first?.event == "dataset.register")
     }
 
+    @Test("seeded mutation fuzz of the plane's answers: approval requests, problems, nonces never crash the client")
+    func fuzzAnswers() throws {
+        let key = try PrivateKey(bytes: Hex.decode(testKeyHex)!)
+        let domain = EIP712Domain.embeddedLedger(logID: Array(repeating: 1, count: 16))
+        let approval = Array(OperatorApproval.typedDataJSON(owner: key.address, operator: key.address, expires: 5, nonce: 1, domain: domain).utf8)
+        let problem = Array(#"{"type":"https://cce4long.dev/problems/operator-approval-required","title":"T","status":403,"detail":"D"}"#.utf8)
+        let audit = Array(#"{"checkpoint":"n","events":[{"index":0,"time":1,"actor":"a","kind":"k","event":"e","dataset":"d","leafHash":"aa","proof":["bb"]}]}"#.utf8)
+        var rng = SeededGenerator(seed: 4361)
+        var parsed = 0
+        for i in 0..<3000 {
+            var a = [approval, problem, audit][i % 3]
+            for _ in 0..<(1 + rng.next() % 4) {
+                let at = Int(rng.next() % UInt64(a.count))
+                switch rng.next() % 3 {
+                case 0: a[at] = [0x22, 0x7b, 0x7d, 0x5b, 0x5d, 0x3a, 0x2c, 0x30, 0x39, 0x2d, 0x00, 0xff, UInt8(truncatingIfNeeded: rng.next())][Int(rng.next() % 13)]
+                case 1: a.remove(at: at)
+                default: a.insert(UInt8(truncatingIfNeeded: rng.next()), at: at)
+                }
+            }
+            do { _ = try PlaneClient.parseApproval(a); parsed += 1 } catch is PlaneClientError {} catch { Issue.record("approval: not a PlaneClientError: \(error)") }
+            let e = PlaneClientError.from(response: HTTPResponse(status: 400 + Int(rng.next() % 200), headers: ["content-type": "application/problem+json"], body: a), doing: "x")
+            #expect(!e.message.contains("\n") && !e.message.contains("\r"))
+            _ = try? JSONDecoder().decode(PlaneClient.AuditLog.self, from: Data(a))
+            // Nonce fields of random bytes: a valid message or a PlaneClientError, never a signature over something else.
+            let junk = String(decoding: rng.bytes(Int(rng.next() % 12)), as: UTF8.self)
+            let n = PlaneClient.SignInNonce(nonce: i % 2 == 0 ? "abcdefgh12" : junk, domain: i % 3 == 0 ? "127.0.0.1:1" : junk, uri: i % 5 == 0 ? "http://h/" : junk,
+                                            chainId: rng.next(), statement: i % 7 == 0 ? nil : junk, expiresAt: Int64(rng.next() % 4_000_000_000))
+            do {
+                let m = try PlaneClient.signInMessage(nonce: n, address: key.address, now: 1_800_000_000)
+                #expect(try SIWEMessage(parsing: m.text) == m)
+            } catch is PlaneClientError {} catch { Issue.record("nonce: not a PlaneClientError: \(error)") }
+        }
+        #expect(parsed > 0)  // some mutations (a digit of expires, say) still make a valid request
+    }
+
     @Test("problem+json errors become one line; the approval-required type says what to do")
     func problems() {
         let p = HTTPResponse(status: 403, headers: ["content-type": "application/problem+json"],
