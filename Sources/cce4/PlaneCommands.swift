@@ -8,7 +8,8 @@ import Synchronization
 
 struct PlaneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "plane", abstract: "Run the Privacy Plane service.", subcommands: [Serve.self])
+        commandName: "plane", abstract: "Run the Privacy Plane service, or talk to one: sign in, approve it as your operator, list versions.",
+        subcommands: [Serve.self] + PlaneClientCommands.all)
 
     struct Serve: ParsableCommand {
         static let configuration = CommandConfiguration(
