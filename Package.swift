@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Wallet", targets: ["Wallet"]),
         .library(name: "Ledger", targets: ["Ledger"]),
         .library(name: "Attestation", targets: ["Attestation"]),
+        .library(name: "KeyRelease", targets: ["KeyRelease"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -57,10 +58,16 @@ let package = Package(
         .target(name: "Ledger", dependencies: ["Wallet", "Envelope", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Attestation evidence: configfs-tsm and simulated providers; TDX, SEV-SNP verifiers; policy.
         .target(name: "Attestation", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
+        // Attested key release: Job Credentials, the protocol's messages, the plane's authority, the CVM's client.
+        .target(
+            name: "KeyRelease",
+            dependencies: ["Envelope", "Wallet", "Attestation", "Ledger", "COpenSSL", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation", "KeyRelease",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -75,7 +82,8 @@ let package = Package(
         // The mount command: cce4fs SOURCE MOUNTPOINT -o OPTIONS (mount.fuse3's shape).
         .executableTarget(
             name: "cce4fs",
-            dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "KeyRelease", "Attestation", "Wallet", "Ledger",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -92,6 +100,7 @@ let package = Package(
         .testTarget(name: "AttestationTests", dependencies: ["Attestation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FilesystemTests", dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "WalletTests", dependencies: ["Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "KeyReleaseTests", dependencies: ["KeyRelease", "Attestation", "Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),
