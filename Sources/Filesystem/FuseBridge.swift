@@ -280,7 +280,11 @@ public final class FuseSession: @unchecked Sendable {
             } catch { s.fail(r, error, "read") }
         }
         ops.release = { req, _, fi in
-            if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) { Unmanaged<DatasetFile>.fromOpaque(p).release() }
+            if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) {
+                let handle = Unmanaged<DatasetFile>.fromOpaque(p)
+                FuseSession.bridge(req).fs.release(handle.takeUnretainedValue())
+                handle.release()
+            }
             Request(req!).ok()
         }
         ops.flush = { req, _, _ in Request(req!).ok() }
