@@ -52,7 +52,7 @@ final class Setup: @unchecked Sendable {
     init(rent: Bool = true, rentalSeconds: UInt64 = 3600, allowSimulated: Bool = true, ttl: UInt64 = 300, policy: Policy? = nil,
          clock: UInt64? = nil, collateral: (@Sendable ([UInt8]) throws -> CollateralSource)? = nil) throws {
         ledger = try EmbeddedLedger.create(path: dir.sub("ledger"))
-        try ledger.submit(.registerDataset(dataset: "cohort", policyHash: [UInt8](repeating: 1, count: 32)), signer: owner)
+        try ledger.submit(.registerDataset(dataset: "cohort", policyHash: [UInt8](repeating: 1, count: 32), owner: owner.address), signer: owner)
         try ledger.submit(.registerVersion(dataset: "cohort", root: root.bytes), signer: owner)
         if rent {
             let e = try ledger.submit(.setRental(dataset: "cohort", rentalID: 0, user: consumer.address, expires: now + rentalSeconds), signer: owner)

@@ -9,12 +9,13 @@ Reads a JSON request on stdin, writes a JSON answer on stdout.
   keystore-encrypt {"key": hex, "password": str, "kdf": "scrypt"|"pbkdf2", "iterations": int} -> keystore
   keystore-decrypt {"keystore": {...}, "password": str} -> {"key": hex}
   siwe-sign   {"items": [{"key": hex, "text": str}]} -> [signature hex]
+  sign-typed  {"items": [{"key": hex, "typed": eth_signTypedData_v4 JSON}]} -> [{"digest", "signature"}]
 """
 import json
 import sys
 
 from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_account.messages import encode_defunct, encode_typed_data, _hash_eip191_message
 from eth_utils import keccak, to_checksum_address
 
 
@@ -41,6 +42,13 @@ def main() -> None:
     elif cmd == "siwe-sign":
         out = [Account.from_key(bytes.fromhex(it["key"])).sign_message(encode_defunct(text=it["text"]))
                .signature.hex().removeprefix("0x") for it in req["items"]]
+    elif cmd == "sign-typed":
+        out = []
+        for it in req["items"]:
+            msg = encode_typed_data(full_message=it["typed"])
+            sig = Account.from_key(bytes.fromhex(it["key"])).sign_message(msg)
+            out.append({"digest": _hash_eip191_message(msg).hex().removeprefix("0x"),
+                        "signature": sig.signature.hex().removeprefix("0x")})
     else:
         raise SystemExit(f"unknown command {cmd}")
     json.dump(out, sys.stdout)
