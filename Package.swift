@@ -85,7 +85,7 @@ let package = Package(
         // The mount command: cce4fs SOURCE MOUNTPOINT -o OPTIONS (mount.fuse3's shape).
         .executableTarget(
             name: "cce4fs",
-            dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "KeyRelease", "Attestation", "Wallet", "Ledger",
+            dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "KeyRelease", "Attestation", "Wallet", "CurlHTTP",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
