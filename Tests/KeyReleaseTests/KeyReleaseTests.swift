@@ -373,7 +373,10 @@ struct KeyReleaseInteropTests {
         #expect(py["cvmPublic"] as? String == Hex.encode(cvm.publicKey))
         #expect(py["planePublic"] as? String == Hex.encode(plane.publicKey))
         #expect(py["wrapped"] as? String == Hex.encode(wrapped))
-        print("test vector: wrapped = \(Hex.encode(wrapped))")
+        // The frozen vector of docs/key-release.md §Test vectors.
+        #expect(Hex.encode(cvm.publicKey) == "8f40c5adb68f25624ae5b214ea767a6ec94d829d3d7b5e1ad1ba6f3e2138285f")
+        #expect(try cvm.sharedSecret(with: plane.publicKey).withUnsafeBytes { Hex.encode($0) } == "9663aa1da97e848a914a436d04163dfbb89178f107f1b5b77ed3854203382854")
+        #expect(Hex.encode(wrapped) == "06752259595b26db9bfa0b4b7655456c83b8f1bbe4957e0ecd9444701108b429718b3235763e1088988495ed4e9479fa")
         // And the other way round: Python unwraps what Swift wrapped; Swift detects one flipped bit.
         let back = try tool("unwrap", ["cvmPrivate": Hex.encode(cvmPriv), "planePublic": Hex.encode(plane.publicKey), "transcript": Hex.encode(transcript),
                                        "dataset": "cohort", "root": root.hex, "wrapped": Hex.encode(wrapped)])
@@ -393,6 +396,7 @@ struct KeyReleaseInteropTests {
         let py = try tool("report-data", ["session": Hex.encode(session), "nonce": Hex.encode(nonce), "datasets": ds.map { [$0.id, $0.root.hex] },
                                           "publicKey": Hex.encode(pub), "credentialHash": Hex.encode(ch)])
         #expect(py["reportData"] as? String == Hex.encode(rd))
+        #expect(Hex.encode(rd) == "6f09c5343e723c3ef63699d57db3af439bc39c8cb9d1c9f384642fb546770e2ef7690fae5f11a011f131c33e916cb1191c603acd2e75f823d38429f882bd2f46")
         let planePub = (0..<32).map { UInt8(0x50 + $0) }
         let addr = try PrivateKey(bytes: [UInt8](repeating: 7, count: 32)).address
         let lease = "cce4long lease v1\nsession: 00"
@@ -407,8 +411,11 @@ struct KeyReleaseInteropTests {
     @Test("a Job Credential's EIP-191 signature is eth-account's, and eth-account recovers its signer")
     func credentialSignature() throws {
         let key = try PrivateKey(bytes: [UInt8](repeating: 0x11, count: 32))
-        let c = try JobCredential.make(job: "job-1", datasets: [try DatasetVersion(id: "cohort", root: SHA256Digest.hash([1]))],
+        let c = try JobCredential.make(job: "job-1", datasets: [try DatasetVersion(id: "cohort", root: SHA256Digest.hash(Array("version one".utf8)))],
                                        measurement: measurement, image: "sha256:abc", expires: 2_000_000_000, key: key)
+        // The frozen vector of docs/key-release.md §Test vectors.
+        #expect(c.signature == "0x7afeb93642435c6341e80dbe5752b7222257f9ee8f16ab2922769e69ecb640d512a809cdea44b18800368dec8f5f0521a1e3b3f175cd2a963463f1403da320ab1c")
+        #expect(Hex.encode(try c.hash()) == "d7c76967f2b18e949ac31b80476c1c4eae1a92aece5546aaec8af23ffcdd7c7a")
         let msg = Hex.encode(Array(try c.message().utf8))
         let signed = try run(Repo.python, [Repo.root + "/Tests/interop/eth_tool.py", "sign"],
                              input: try JSONSerialization.data(withJSONObject: ["items": [["key": Hex.encode([UInt8](repeating: 0x11, count: 32)), "message": msg]]]))
