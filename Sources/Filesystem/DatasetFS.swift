@@ -290,6 +290,9 @@ public final class DatasetFS: Sendable {
         _ = try getattr(ino)
     }
 
+    /// The inode numbers the kernel holds references to (the root included).
+    public func knownInodes() -> [UInt64] { shards.flatMap { s in s.table.withLock { Array($0.keys) } } }
+
     /// Inodes the kernel currently holds references to (for tests and statfs).
     public var inodeCount: Int { shards.reduce(0) { n, s in n + s.table.withLock { $0.count } } }
 }

@@ -26,6 +26,7 @@ public final class LeaseGate: Sendable {
     private let shut = Atomic<Bool>(false)
     private let keys: Mutex<[SecureBytes]>
     private let reasonText = Mutex<String?>(nil)
+    private let lapseHandlers = Mutex<[@Sendable () -> Void]>([])
     private let clock: @Sendable () -> Int64
     private let logger: Logger
 
@@ -75,6 +76,18 @@ public final class LeaseGate: Sendable {
             return k.count
         }
         logger.error("dataset lease lapsed: every open and read now fails with EACCES; \(n) key(s) wiped", metadata: ["reason": "\(why)"])
+        for h in lapseHandlers.withLock({ h in defer { h.removeAll() }; return h }) { h() }
+    }
+
+    /// Runs `handler` once the gate lapses (at once if it already has), on the lapsing thread:
+    /// it must not block (cce4fs starts a thread that drops the kernel's page cache).
+    public func onLapse(_ handler: @escaping @Sendable () -> Void) {
+        let already = lapseHandlers.withLock { h -> Bool in
+            if shut.load(ordering: .acquiring) { return true }
+            h.append(handler)
+            return false
+        }
+        if already { handler() }
     }
 
     public var isLapsed: Bool { shut.load(ordering: .acquiring) }

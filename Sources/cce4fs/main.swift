@@ -410,6 +410,10 @@ let mountpoint = realpath(config.mountpoint, &resolved) != nil
     ? String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : config.mountpoint
 
 let session = FuseSession(fs: fs, logger: logger)
+// A lapsed lease also drops the kernel's cached pages, so descriptors opened before the
+// lapse read through the gate too (from a thread of its own: the lapse may be noticed inside
+// a request handler).
+plane?.gate.onLapse { Thread.detachNewThread { session.invalidateKernelCaches() } }
 do {
     try session.mount(at: mountpoint, args: fuseArgs)
 } catch {

@@ -169,6 +169,11 @@ struct PlaneMountTests {
         // Renewals keep the mount alive past the first lease.
         Thread.sleep(forTimeInterval: 4)
         #expect(try readFile(mp + "/README.txt") == fx.files["README.txt"])
+        // A descriptor opened (and its pages cached) before the lapse.
+        let early = open(mp + "/data/part0.bin", O_RDONLY)
+        #expect(early >= 0)
+        var page = [UInt8](repeating: 0, count: 4096)
+        #expect(pread(early, &page, 4096, 0) == 4096)
         // The owner ends the rental: the next renewal is refused, the lease lapses.
         try fx.ownerLedger.submit(.endRental(dataset: "trial", rentalID: fx.rentalID), signer: fx.owner)
         let start = Date()
@@ -182,6 +187,11 @@ struct PlaneMountTests {
         #expect(errnoSeen == EACCES)
         #expect(Date().timeIntervalSince(start) < 3 + 2)
         #expect(open(mp + "/README.txt", O_RDONLY) < 0 && errno == EACCES)
+        // The kernel's cached pages were dropped: the early descriptor reads through the gate too.
+        var earlyRead = 0
+        for _ in 0..<20 { earlyRead = pread(early, &page, 4096, 0); if earlyRead < 0 { break }; Thread.sleep(forTimeInterval: 0.1) }
+        #expect(earlyRead < 0 && errno == EACCES)
+        close(early)  // an open descriptor would make umount fail with EBUSY
         #expect(try fx.events("key.refused").count == 1)
         m.unmount()
         var logged: [Event] = []
