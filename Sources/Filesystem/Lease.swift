@@ -167,6 +167,7 @@ public struct LeaseRenewal: Sendable, Equatable {
 /// u64 bytes read, big-endian.
 public final class AccessLog: Sendable {
     struct State {
+        /// (file id, bytes read) per open, in open order.
         var entries: [(file: [UInt8], bytes: UInt64)] = []
         var open: [ObjectIdentifier: Int] = [:]
     }
@@ -182,11 +183,11 @@ public final class AccessLog: Sendable {
         return SHA256Digest.hash([UInt8(label.count)] + label + [UInt8(d.count)] + d + fileID).bytes
     }
 
+    /// Records an open. The file id is kept as is and hashed in `leaves()`, off the open path.
     func opened(_ file: DatasetFile, fileID: [UInt8]) {
-        let h = Self.fileHash(datasetID: datasetID, fileID: fileID)
         state.withLock { s in
             s.open[ObjectIdentifier(file)] = s.entries.count
-            s.entries.append((h, 0))
+            s.entries.append((fileID, 0))
         }
     }
 
@@ -201,14 +202,13 @@ public final class AccessLog: Sendable {
 
     /// The entries' leaf bytes, in open order.
     public func leaves() -> [[UInt8]] {
-        state.withLock { s in
-            s.entries.enumerated().map { i, e in
+        let entries = state.withLock { $0.entries }
+        return entries.enumerated().map { i, e in
                 var b: [UInt8] = []
                 for v in [UInt64(i)] { for sh in stride(from: 56, through: 0, by: -8) { b.append(UInt8(truncatingIfNeeded: v >> UInt64(sh))) } }
-                b += e.file
+                b += Self.fileHash(datasetID: datasetID, fileID: e.file)
                 for sh in stride(from: 56, through: 0, by: -8) { b.append(UInt8(truncatingIfNeeded: e.bytes >> UInt64(sh))) }
                 return b
-            }
         }
     }
 }

@@ -357,7 +357,7 @@ LoggingSystem.bootstrap { FSLogHandler(label: $0, level: level) }
 let logger = Logger(label: "cce4fs")
 
 guard let dataset = config.dataset, let rootHex = config.root, config.keyFile != nil || config.plane.isSet else {
-    fail("dataset=, root= and either plane=URL,credential=FILE,attest=…,plane_identity=… or insecure_key_file=PATH are required", ExitStatus.usage)
+    fail("dataset=, root= and either plane=URL,credential=FILE,attest=tsm|simulated,plane_identity=0xADDRESS or insecure_key_file= are required", ExitStatus.usage)
 }
 if config.keyFile != nil && config.plane.isSet { fail("use plane= or insecure_key_file=, not both", ExitStatus.usage) }
 guard let root = try? SHA256Digest(hex: rootHex) else { fail("root= must be the 64-hex-digit root hash that 'cce4 dataset pack' printed", ExitStatus.usage) }
@@ -371,7 +371,6 @@ guard stat(config.mountpoint, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
 var plane: PlaneMount? = nil
 let key: SecureBytes
 if let keyPath = config.keyFile {
-    writeStandardError("cce4fs: WARNING: insecure_key_file= reads the dataset key from a local file: for tests and demos only; production mounts use plane= (attested key release)\n")
     do { key = try KeyFiles.load(keyPath) } catch { fail("\(error)", ExitStatus.of(error)) }
 } else {
     let released = PlaneMount.release(config.plane, dataset: dataset, root: root, logger: logger)
@@ -421,6 +420,10 @@ do {
     fail("\(error.cause)", 1)
 }
 plane?.startRenewal()
+if config.keyFile != nil {
+    // Once the mount is live (a failed mount keeps its one-line error), on every mount.
+    writeStandardError("cce4fs: WARNING: insecure_key_file= read the dataset key from a local file: for tests and demos only; production mounts use plane= (attested key release)\n")
+}
 logger.info("mounted", metadata: ["dataset": "\(dataset)", "root": "\(rootHex)", "mountpoint": "\(mountpoint)", "store": "\(config.source)"])
 
 if let fd = readyFD {

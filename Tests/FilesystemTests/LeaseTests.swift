@@ -104,6 +104,29 @@ struct LeaseTests {
         #expect(median < 2_000)
     }
 
+    @Test("open+release of a cached file with and without the gate (printed: the issue's per-open figure, without FUSE)")
+    func openCost() throws {
+        let fx = try LeaseFixture(expiresAt: UInt64.max / 2000)
+        let plain = try DatasetFS(reader: fx.fs.reader)
+        let ino = try fx.ino("b.txt")
+        _ = try plain.lookup(parent: DatasetFS.rootIno, name: Array("b.txt".utf8))
+        func measure(_ fs: DatasetFS) throws -> (UInt64, UInt64) {
+            var t: [UInt64] = []
+            for _ in 0..<2000 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let h = try fs.open(ino, flags: O_RDONLY)
+                fs.release(h)
+                t.append(DispatchTime.now().uptimeNanoseconds - t0)
+            }
+            t.sort()
+            return (t[1000], t[1980])
+        }
+        _ = try measure(plain); _ = try measure(fx.fs)  // warm
+        let without = try measure(plain), with = try measure(fx.fs)
+        print("open+release without the lease gate: median \(without.0) ns, p99 \(without.1) ns; with the gate and the access log: median \(with.0) ns, p99 \(with.1) ns")
+        #expect(fx.log.count >= 4000)
+    }
+
     @Test("the access log has one entry per open with the bytes read through it, in open order")
     func accessLog() throws {
         let fx = try LeaseFixture(expiresAt: 9_999)

@@ -209,6 +209,20 @@ struct PlaneMountTests {
         #expect(try fx.events("key.refused").count == 1)
     }
 
+    @Test("insecure_key_file= still mounts, with a warning once the mount is live")
+    func insecureKeyFileWarns() throws {
+        let fx = try PlaneFixture()
+        let mp = fx.dir.sub("mnt-insecure")
+        try FileManager.default.createDirectory(atPath: mp, withIntermediateDirectories: true)
+        let r = try run(Repo.binary("cce4fs"), [fx.store, mp, "-o", "dataset=trial,root=\(fx.root),insecure_key_file=\(fx.dir.sub("key"))"])
+        #expect(r.status == 0, "\(r.stderr)")
+        guard r.status == 0 else { return }
+        let m = Unmounter(mp)
+        defer { m.unmount() }
+        #expect(r.stderr.contains("WARNING: insecure_key_file="))
+        #expect(try readFile(mp + "/README.txt") == fx.files["README.txt"])
+    }
+
     @Test("a lease signed by another identity than plane_identity: the mount fails, exit 65")
     func wrongIdentity() throws {
         let fx = try PlaneFixture()
