@@ -4,6 +4,7 @@ import Attestation
 import Envelope
 import Foundation
 import KeyRelease
+import Synchronization
 import Ledger
 import Testing
 import TestSupport
@@ -347,6 +348,60 @@ struct KeyReleaseTests {
         #expect(ok <= 1)
         #expect(s.authority.handle(path: "/v1/nope", body: []).status == 404)
         #expect(s.authority.handle(path: KeyReleaseAuthority.Route.challenge, body: Array("{".utf8)).status == 400)
+    }
+}
+
+@Suite("Key release: the client's parsers under seeded mutation")
+struct KeyReleaseClientFuzzTests {
+    static func mutate(_ body: [UInt8], _ rng: inout SeededGenerator) -> [UInt8] {
+        var b = body
+        for _ in 0..<Int.random(in: 1...3, using: &rng) {
+            guard !b.isEmpty else { break }
+            switch Int.random(in: 0..<3, using: &rng) {
+            case 0: b[Int.random(in: 0..<b.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+            case 1: b.remove(at: Int.random(in: 0..<b.count, using: &rng))
+            default: b.insert(UInt8.random(in: 0...255, using: &rng), at: Int.random(in: 0...b.count, using: &rng))
+            }
+        }
+        return b
+    }
+
+    @Test("mutated release answers from the plane: never a crash, and any key returned is the right one")
+    func releaseAnswers() throws {
+        let s = try Setup()
+        let rng = Mutex(SeededGenerator(seed: 0xc11e47))
+        s.wire.rewriteResponse = { path, body in
+            guard path == KeyReleaseAuthority.Route.release else { return body }
+            return rng.withLock { Self.mutate(body, &$0) }
+        }
+        let c = try s.credential()
+        var accepted = 0
+        for _ in 0..<60 {
+            do {
+                let out = try s.client.release(credential: c, provider: try s.provider())
+                #expect(out.keys["cohort"]!.constantTimeEquals(s.dek))  // only harmless mutations (JSON whitespace, …) pass
+                accepted += 1
+            } catch let e as KeyReleaseError {
+                #expect(!e.reason.isEmpty)
+            }
+        }
+        print("mutated release answers accepted (harmless mutations): \(accepted) of 60")
+    }
+
+    @Test("mutated Job Credential JSON: never a crash, never verifies with a changed signed field")
+    func credentials() throws {
+        let key = try PrivateKey(bytes: [UInt8](repeating: 0x22, count: 32))
+        let c = try JobCredential.make(job: "job-9", datasets: [try DatasetVersion(id: "cohort", root: SHA256Digest.hash([9]))],
+                                       measurement: measurement, image: "sha256:abc", expires: 2_000_000_000, key: key)
+        let body = Array(try JSONEncoder().encode(c))
+        var rng = SeededGenerator(seed: 0x0c4ed)
+        for _ in 0..<500 {
+            guard let m = try? JSONDecoder().decode(JobCredential.self, from: Data(Self.mutate(body, &rng))) else { continue }
+            if let who = try? m.verify(now: 1_900_000_000) {
+                #expect(who == key.address)
+                #expect(try m.message() == c.message())
+            }
+        }
     }
 }
 
