@@ -142,9 +142,10 @@ public struct LeaseRenewal: Sendable, Equatable {
             let due = max(renewAt, retryAt)
             return now >= due ? .renew : .wait(until: min(due, expiresAt))
         case .renewed(let i, let e, let now):
-            issuedAt = i; expiresAt = e; failures = 0; retryAt = 0
+            // At most one renewal a second, however short the lease.
+            issuedAt = i; expiresAt = e; failures = 0; retryAt = now + 1
             if now >= e { return lapse("the renewed lease expires at \(e), already past") }
-            return .wait(until: renewAt)
+            return .wait(until: min(max(renewAt, retryAt), e))
         case .failed(let now, let refused, let reason):
             if refused { return lapse("the plane refused to renew the lease: \(reason)") }
             failures += 1

@@ -159,6 +159,15 @@ struct LeaseRenewalTests {
         #expect(m.handle(.renewed(issuedAt: 1200, expiresAt: 1500, now: 1201)) == .wait(until: 1400))
     }
 
+    @Test("a very short lease is renewed at most once a second")
+    func shortLease() {
+        var m = LeaseRenewal(issuedAt: 100, expiresAt: 101)
+        #expect(m.handle(.tick(now: 100)) == .renew)
+        #expect(m.handle(.renewed(issuedAt: 100, expiresAt: 102, now: 100)) == .wait(until: 101))
+        #expect(m.handle(.tick(now: 100)) == .wait(until: 101))
+        #expect(m.handle(.tick(now: 101)) == .renew)
+    }
+
     @Test("transient failures back off exponentially, capped, and never past the expiry; then lapse")
     func backoff() {
         var m = LeaseRenewal(issuedAt: 0, expiresAt: 90)
