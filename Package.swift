@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "Ledger", targets: ["Ledger"]),
         .library(name: "Attestation", targets: ["Attestation"]),
         .library(name: "PrivacyPlane", targets: ["PrivacyPlane"]),
+        .library(name: "KeyRelease", targets: ["KeyRelease"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -84,10 +85,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Attested key release: Job Credentials, the protocol's messages, the plane's authority, the CVM's client.
+        .target(
+            name: "KeyRelease",
+            dependencies: ["Envelope", "Wallet", "Attestation", "Ledger", "COpenSSL", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation", "PrivacyPlane", "PlaneClient",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation", "PrivacyPlane", "PlaneClient", "KeyRelease",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -102,7 +109,8 @@ let package = Package(
         // The mount command: cce4fs SOURCE MOUNTPOINT -o OPTIONS (mount.fuse3's shape).
         .executableTarget(
             name: "cce4fs",
-            dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "KeyRelease", "Attestation", "Wallet", "CurlHTTP",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -120,6 +128,7 @@ let package = Package(
         .testTarget(name: "AttestationTests", dependencies: ["Attestation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FilesystemTests", dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "WalletTests", dependencies: ["Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "KeyReleaseTests", dependencies: ["KeyRelease", "Attestation", "Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         // The Privacy Plane on loopback: in-process servers and `cce4 plane serve` subprocesses.
         .testTarget(name: "PlaneTests", dependencies: ["PrivacyPlane", "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "TestSupport"], swiftSettings: strict),

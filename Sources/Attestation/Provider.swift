@@ -13,6 +13,10 @@ public struct Evidence: Sendable, Equatable {
     public let outblob: [UInt8]
     /// Auxiliary data (SEV-SNP: the certificate table the host supplied, if any).
     public let auxblob: [UInt8]
+
+    public init(provider: String, outblob: [UInt8], auxblob: [UInt8]) {
+        self.provider = provider; self.outblob = outblob; self.auxblob = auxblob
+    }
 }
 
 /// Produces evidence whose report data is the caller's 64 bytes.

@@ -623,3 +623,52 @@ void cce4_x509_error_string(int error, char *buf, size_t buf_len) {
     if (buf == NULL || buf_len == 0) return;
     snprintf(buf, buf_len, "%s", X509_verify_cert_error_string(error));
 }
+
+// MARK: - Key release
+
+int cce4_x25519_generate(uint8_t priv[32], uint8_t pub[32]) {
+    EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
+    if (pkey == NULL) return 0;
+    size_t pl = 32, ql = 32;
+    int ok = EVP_PKEY_get_raw_private_key(pkey, priv, &pl) == 1 && pl == 32 &&
+             EVP_PKEY_get_raw_public_key(pkey, pub, &ql) == 1 && ql == 32;
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return ok;
+}
+
+int cce4_x25519_derive(const uint8_t priv[32], const uint8_t peer[32], uint8_t shared[32]) {
+    EVP_PKEY *mine = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, 32);
+    EVP_PKEY *theirs = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, peer, 32);
+    EVP_PKEY_CTX *ctx = mine == NULL ? NULL : EVP_PKEY_CTX_new(mine, NULL);
+    size_t len = 32;
+    int ok = ctx != NULL && theirs != NULL &&
+             EVP_PKEY_derive_init(ctx) == 1 &&
+             EVP_PKEY_derive_set_peer(ctx, theirs) == 1 &&
+             EVP_PKEY_derive(ctx, shared, &len) == 1 && len == 32;
+    if (ok) {
+        // Belt and braces: OpenSSL refuses an all-zero result, and so do we (RFC 7748 §6.1).
+        uint8_t acc = 0;
+        for (int i = 0; i < 32; i++) acc |= shared[i];
+        if (acc == 0) ok = 0;
+    }
+    if (!ok) OPENSSL_cleanse(shared, 32);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(mine);
+    EVP_PKEY_free(theirs);
+    ERR_clear_error();
+    return ok;
+}
+
+int cce4_sha512(const uint8_t *data, size_t len, uint8_t out[64]) {
+    unsigned int n = 0;
+    return EVP_Digest(data, len, out, &n, EVP_sha512(), NULL) == 1 && n == 64;
+}
+
+int cce4_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len, uint8_t out[32]) {
+    size_t n = 0;
+    static const uint8_t empty = 0;
+    unsigned char *r = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key_len ? key : &empty, key_len,
+                                 len ? data : &empty, len, out, 32, &n);
+    return r != NULL && n == 32;
+}

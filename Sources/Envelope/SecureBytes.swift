@@ -83,6 +83,15 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible, Cu
         try body(UnsafeRawBufferPointer(start: base, count: count))
     }
 
+    /// Overwrites the secret bytes with zeros now (OPENSSL_cleanse), without waiting for
+    /// `deinit`: a lapsed lease wipes the dataset key while handles may still reference it.
+    /// A reader racing the wipe sees a partly zeroed key, which fails authentication (EIO),
+    /// never wrong plaintext; callers gate reads before they wipe (cce4fs's LeaseGate).
+    public func wipe() { cce4_cleanse(base, capacity) }
+
+    /// Whether every byte is zero (after `wipe`). Not constant time: for tests and logs.
+    public var isZero: Bool { withUnsafeBytes { $0.allSatisfy { $0 == 0 } } }
+
     /// Constant-time equality (CRYPTO_memcmp); lengths are not secret.
     public func constantTimeEquals(_ other: SecureBytes) -> Bool {
         guard count == other.count else { return false }

@@ -70,12 +70,19 @@ public final class DatasetFS: Sendable {
     private let shards: [Shard]
     /// The root's attributes, computed once (the version never changes).
     private let rootAttrs: Mutex<Attributes?> = Mutex(nil)
+    /// The lease every lookup, open, opendir, readdir and read checks first (nil: a local key
+    /// file, no lease).
+    public let gate: LeaseGate?
+    /// The per-job log of opens (nil: not kept).
+    public let accessLog: AccessLog?
 
     /// Fails fast, with the library's error (a `DatasetError`), unless the root opens: the
     /// right key, the right root hash, an intact object.
-    public init(reader: DatasetReader, options: FSOptions = FSOptions()) throws {
+    public init(reader: DatasetReader, options: FSOptions = FSOptions(), gate: LeaseGate? = nil, accessLog: AccessLog? = nil) throws {
         self.reader = reader
         self.options = options
+        self.gate = gate
+        self.accessLog = accessLog
         shards = (0..<64).map { _ in Shard() }
         shards[Int(Self.rootIno % 64)].table.withLock { $0[Self.rootIno] = Inode(entry: nil, lookups: 1) }
         _ = try reader.rootDirectory()
@@ -165,6 +172,7 @@ public final class DatasetFS: Sendable {
 
     /// lookup: a child by name; counts one kernel reference to the returned inode.
     public func lookup(parent: UInt64, name: [UInt8]) throws(FSError) -> Attributes {
+        try gate?.check()
         guard name.count <= DirectoryLimits.maxNameLength else { throw FSError(ENAMETOOLONG, "name longer than 255 bytes") }
         let (hash, l) = try directory(parent)
         let found: DirectoryEntry?
@@ -211,6 +219,7 @@ public final class DatasetFS: Sendable {
     /// records each child as looked up (readdirplus); `accept` returns false when the
     /// reply buffer is full, and that item is not counted.
     public func readdir(_ ino: UInt64, offset: Int, plus: Bool, accept: (DirectoryItem) -> Bool) throws(FSError) {
+        try gate?.check()
         let (hash, l) = try directory(ino)
         var off = max(0, offset)
         if off < 2 {
@@ -234,10 +243,14 @@ public final class DatasetFS: Sendable {
     /// open: read-only; fetches and checks the file's header. The returned file is the
     /// handle: reads through it take no filesystem-wide lock.
     public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> DatasetFile {
+        try gate?.check()
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { throw FSError(EROFS, "dataset is read-only") }
         switch try inode(ino).entry?.target {
         case .file(let f)?:
-            do { return try reader.open(f) } catch { throw FSError.from(error) }
+            let file: DatasetFile
+            do { file = try reader.open(f) } catch { throw FSError.from(error) }
+            accessLog?.opened(file, fileID: f.fileID)
+            return file
         case nil, .directory?: throw FSError(EISDIR, "is a directory")
         case .symlink?: throw FSError(ELOOP, "is a symlink")
         }
@@ -245,6 +258,7 @@ public final class DatasetFS: Sendable {
 
     /// opendir: checks the inode is a directory and that its object opens.
     public func opendir(_ ino: UInt64, flags: Int32) throws(FSError) {
+        try gate?.check()
         if flags & O_ACCMODE != O_RDONLY { throw FSError(EROFS, "dataset is read-only") }
         _ = try directory(ino)
     }
@@ -252,11 +266,18 @@ public final class DatasetFS: Sendable {
     /// read: decrypts straight into `buffer`; returns the bytes written (0 at the end).
     public func read(_ file: DatasetFile, offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
                      scratch: ((Int) -> UnsafeMutableRawBufferPointer)? = nil) throws(FSError) -> Int {
+        try gate?.check()
         guard offset >= 0 else { throw FSError(EINVAL, "negative offset") }
         let end = offset.addingReportingOverflow(Int64(buffer.count))
         guard !end.overflow else { throw FSError(EINVAL, "offset overflow") }
-        do { return try file.read(offset..<end.partialValue, into: buffer, scratch: scratch) } catch { throw FSError.from(error) }
+        let n: Int
+        do { n = try file.read(offset..<end.partialValue, into: buffer, scratch: scratch) } catch { throw FSError.from(error) }
+        accessLog?.read(file, bytes: n)
+        return n
     }
+
+    /// release: the kernel closed the handle (ends its access-log entry).
+    public func release(_ file: DatasetFile) { accessLog?.closed(file) }
 
     public func readlink(_ ino: UInt64) throws(FSError) -> [UInt8] {
         guard case .symlink(let t)? = try inode(ino).entry?.target else { throw FSError(EINVAL, "not a symlink") }
@@ -268,6 +289,9 @@ public final class DatasetFS: Sendable {
         if mask & W_OK != 0 { throw FSError(EROFS, "dataset is read-only") }
         _ = try getattr(ino)
     }
+
+    /// The inode numbers the kernel holds references to (the root included).
+    public func knownInodes() -> [UInt64] { shards.flatMap { s in s.table.withLock { Array($0.keys) } } }
 
     /// Inodes the kernel currently holds references to (for tests and statfs).
     public var inodeCount: Int { shards.reduce(0) { n, s in n + s.table.withLock { $0.count } } }

@@ -171,6 +171,18 @@ public final class FuseSession: @unchecked Sendable {
         return cce4_fuse_loop_mt(se, UInt32(threads), UInt32(max(1, threads / 2)), 0)
     }
 
+    /// Drops the kernel's cached pages and attributes of every inode it knows
+    /// (fuse_lowlevel_notify_inval_inode, off 0 len 0: all data): after a lease lapses, reads
+    /// through descriptors opened earlier come back to the filesystem, which refuses them.
+    /// Never call it from a request handler (the kernel may hold a lock the request waits on):
+    /// cce4fs calls it from a thread of its own.
+    public func invalidateKernelCaches() {
+        guard let se = session else { return }
+        var dropped = 0
+        for ino in fs.knownInodes() where fuse_lowlevel_notify_inval_inode(se, fuse_ino_t(ino), 0, 0) == 0 { dropped += 1 }
+        logger.notice("kernel caches dropped", metadata: ["inodes": "\(dropped)"])
+    }
+
     /// Unmounts (if still mounted) and frees the session.
     public func close() {
         guard let se = session else { return }
@@ -280,7 +292,11 @@ public final class FuseSession: @unchecked Sendable {
             } catch { s.fail(r, error, "read") }
         }
         ops.release = { req, _, fi in
-            if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) { Unmanaged<DatasetFile>.fromOpaque(p).release() }
+            if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) {
+                let handle = Unmanaged<DatasetFile>.fromOpaque(p)
+                FuseSession.bridge(req).fs.release(handle.takeUnretainedValue())
+                handle.release()
+            }
             Request(req!).ok()
         }
         ops.flush = { req, _, _ in Request(req!).ok() }

@@ -2,6 +2,7 @@
 // (only a dataset's owner registers versions and grants or ends rentals). Both engines
 // apply the same rules; docs/ledger.md §4 maps them onto the chain's contracts.
 import Wallet
+import Envelope
 
 /// A dataset as the ledger knows it.
 public struct DatasetRecord: Hashable, Sendable {
@@ -69,6 +70,11 @@ public struct LedgerState: Sendable {
     public private(set) var rentals: [UInt64: Rental] = [:]
     public private(set) var events: [Event] = []
     public private(set) var lastTime: UInt64 = 0
+    /// (dataset, payload hash) of every key release recorded: a key release is single use
+    /// (docs/key-release.md §Single use), so the ledger refuses a second one with the same
+    /// payload — the check runs under the engine's append lock, so two plane replicas
+    /// racing to answer one session cannot both record it.
+    public private(set) var keyReleases: Set<[UInt8]> = []
     public var nextRentalID: UInt64 { UInt64(rentals.count) + 1 }
 
     public init(domain: EIP712Domain) { self.domain = domain }
@@ -115,8 +121,11 @@ public struct LedgerState: Sendable {
             _ = try owned(d)
             guard let r = rentals[id], r.dataset == d else { throw .refused("dataset '\(d)' has no rental \(id)") }
             guard r.userOf(at: time) != .zero else { throw .refused("rental \(id) has already ended or expired") }
-        case .audit(_, let d, _):
+        case .audit(let e, let d, let p):
             if let d, datasets[d] == nil { throw .refused("dataset '\(d)' is not registered") }
+            if let d, Self.isKeyRelease(e), keyReleases.contains(Array(d.utf8) + [0] + p) {
+                throw .refused("key release \(Hex.encode(p)) of '\(d)' is already recorded: a release session is single use")
+            }
         case .approveOperator(let a):
             try a.verify(domain: domain)
             let last = approvalNonces[a.owner] ?? 0
@@ -138,8 +147,8 @@ public struct LedgerState: Sendable {
             rentals[id]!.history.append((e.time, user, expires))
         case .endRental(_, let id):
             rentals[id]!.history.append((e.time, .zero, 0))
-        case .audit:
-            break
+        case .audit(let name, let d, let p):
+            if let d, Self.isKeyRelease(name) { keyReleases.insert(Array(d.utf8) + [0] + p) }
         case .approveOperator(let a):
             operators[a.owner, default: [:]][a.operator] = a.expires
             approvalNonces[a.owner] = a.nonce
@@ -147,6 +156,10 @@ public struct LedgerState: Sendable {
         lastTime = e.time
         events.append(Event(index: e.index, time: e.time, kind: e.operation.eventName, actor: e.actor, dataset: e.operation.dataset, operation: e.operation))
     }
+
+    /// The audit event names of key releases ("key.release", and "key.release.simulated" for
+    /// releases against simulated evidence), whose payloads are single use per dataset.
+    public static func isKeyRelease(_ event: String) -> Bool { event == "key.release" || event == "key.release.simulated" }
 
     /// The rental through which `user` may use `dataset` at `time` (ERC-4907 `userOf`), if any.
     public func activeRental(dataset: String, user: Address, at time: UInt64) -> Rental? {

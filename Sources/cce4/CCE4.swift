@@ -25,7 +25,7 @@ struct CCE4: ParsableCommand {
         error; 77 permission problem (key file mode, store permissions).
         """,
         version: "0.1.0",
-        subcommands: [KeyCommand.self, DatasetCommand.self, WalletCommand.self, LedgerCommand.self, AttestCommand.self, PlaneCommand.self]
+        subcommands: [KeyCommand.self, DatasetCommand.self, WalletCommand.self, LedgerCommand.self, AttestCommand.self, PlaneCommand.self, JobCommand.self]
     )
 }
 

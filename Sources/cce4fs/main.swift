@@ -11,9 +11,13 @@ import Glibc
 #endif
 
 let usage = """
-usage: cce4fs SOURCE MOUNTPOINT -o dataset=ID,root=HASH,insecure_key_file=PATH[,OPTIONS] [-f] [-d]
+usage: cce4fs SOURCE MOUNTPOINT -o dataset=ID,root=HASH,plane=URL,credential=FILE,attest=tsm|simulated,
+                                   plane_identity=0xADDRESS[,OPTIONS] [-f] [-d]
+       cce4fs SOURCE MOUNTPOINT -o dataset=ID,root=HASH,insecure_key_file=PATH[,OPTIONS] [-f] [-d]
 
-Mounts one version of an encrypted cce4long dataset as a read-only POSIX filesystem.
+Mounts one version of an encrypted cce4long dataset as a read-only POSIX filesystem. The key
+comes from the Privacy Plane by attested key release (docs/key-release.md), or, for tests and
+demos only, from a local key file.
 
   SOURCE                 the store URL holding the dataset: file:///srv/cce4-store or
                          s3://BUCKET/PREFIX (credentials: AWS_ACCESS_KEY_ID and
@@ -25,8 +29,19 @@ Options (-o, comma-separated; may be repeated):
   dataset=ID             the dataset id (required)
   root=HASH              the version: its 64-hex-digit root hash, as 'cce4 dataset pack'
                          printed it and the ledger records it (required)
-  insecure_key_file=PATH the dataset key file, mode 0600 (development only: attested key
-                         release replaces it) (required)
+  plane=URL              the Privacy Plane (https://; http:// only on loopback) that releases
+                         the key to this attested VM; then credential=, attest= and
+                         plane_identity= are required
+  credential=FILE        the Job Credential (`cce4 job credential`) naming dataset= at root=
+  attest=tsm|simulated   evidence from configfs-tsm (a TDX or SEV-SNP guest), or simulated
+                         evidence (development; the plane must allow it)
+  plane_identity=0xADDR  the plane identity's address: its lease signatures are checked
+  lease_ttl=SECONDS      renew and lapse on a lease no longer than this (default: the plane's)
+  sim_key=PATH           attest=simulated: the key file of `cce4 attest simulate --key-file`
+                         (default: a fresh key)
+  plane_ca_file=PATH     PEM CA bundle to trust for the plane (default: the system's)
+  insecure_key_file=PATH the dataset key file, mode 0600: tests and demos only, with a
+                         warning on every mount (instead of plane=)
   allow_other            let users other than the mounting one see the files
                          (non-root users need user_allow_other in /etc/fuse.conf)
   allow_root             let root see the files
@@ -79,8 +94,13 @@ Flags:
 Unmount with 'umount MOUNTPOINT' or 'fusermount3 -u MOUNTPOINT' (or SIGINT/SIGTERM in -f).
 
 Exit status: 0 mounted (or unmounted cleanly in -f); 64 bad usage; 65 integrity failure (wrong
-key, tampered root, wrong root hash); 66 missing store, key file or version; 77 permission
-problem; 1 the mount itself failed.
+key, tampered root, wrong root hash; a tampered wrapped key or a lease not signed by
+plane_identity); 66 missing store, key file, credential or version; 69 the plane or the TEE
+unreachable; 77 permission problem, or the plane refused the key release (its reason is
+printed); 1 the mount itself failed.
+
+Once a plane lease lapses (the rental ended or expired, or renewals failed until expiry),
+every open and read fails with EACCES and the key is wiped; remount to continue.
 """
 
 struct Failure: Error { let message: String; let status: Int32 }
@@ -110,6 +130,7 @@ struct Config {
     /// Kernel mount flags passed through to libfuse.
     var kernelFlags: [String] = []
     var s3 = S3Options()
+    var plane = PlaneOptions()
 }
 
 func parse(_ args: [String]) throws -> Config {
@@ -134,6 +155,15 @@ func parse(_ args: [String]) throws -> Config {
         case "dataset": c.dataset = try value()
         case "root": c.root = try value()
         case "insecure_key_file": c.keyFile = try value()
+        case "plane": c.plane.url = try value()
+        case "credential": c.plane.credential = try value()
+        case "attest": c.plane.attest = try value()
+        case "plane_identity": c.plane.identity = try value()
+        case "sim_key": c.plane.simulatedKeyFile = try value()
+        case "plane_ca_file": c.plane.caFile = try value()
+        case "lease_ttl":
+            guard let t = UInt64(try value()), t >= 1 else { throw Failure(message: "lease_ttl must be a positive number of seconds", status: ExitStatus.usage) }
+            c.plane.leaseTTL = t
         case "allow_other": c.allowOther = true
         case "allow_root": c.allowRoot = true
         case "uid": c.fsOptions.uid = try number()
@@ -326,21 +356,33 @@ let level = config.logLevel
 LoggingSystem.bootstrap { FSLogHandler(label: $0, level: level) }
 let logger = Logger(label: "cce4fs")
 
-guard let dataset = config.dataset, let rootHex = config.root, let keyPath = config.keyFile else {
-    fail("dataset=, root= and insecure_key_file= are required (-o dataset=ID,root=HASH,insecure_key_file=PATH)", ExitStatus.usage)
+guard let dataset = config.dataset, let rootHex = config.root, config.keyFile != nil || config.plane.isSet else {
+    fail("dataset=, root= and either plane=URL,credential=FILE,attest=tsm|simulated,plane_identity=0xADDRESS or insecure_key_file= are required", ExitStatus.usage)
 }
+if config.keyFile != nil && config.plane.isSet { fail("use plane= or insecure_key_file=, not both", ExitStatus.usage) }
 guard let root = try? SHA256Digest(hex: rootHex) else { fail("root= must be the 64-hex-digit root hash that 'cce4 dataset pack' printed", ExitStatus.usage) }
 var st = stat()
 guard stat(config.mountpoint, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
     fail("mount point \(config.mountpoint) is not an existing directory; create it first (mkdir -p \(config.mountpoint))", ExitStatus.noInput)
 }
 
+// The key: released by the plane to this attested VM (before anything is mounted), or read
+// from a local file (tests and demos, loudly).
+var plane: PlaneMount? = nil
+let key: SecureBytes
+if let keyPath = config.keyFile {
+    do { key = try KeyFiles.load(keyPath) } catch { fail("\(error)", ExitStatus.of(error)) }
+} else {
+    let released = PlaneMount.release(config.plane, dataset: dataset, root: root, logger: logger)
+    key = released.key
+    plane = released.mount
+}
+
 let fs: DatasetFS
 do {
-    let key = try KeyFiles.load(keyPath)
     let store = try ObjectStores.open(url: config.source, s3: config.s3)
     let reader = try DatasetReader(store: store, datasetID: dataset, root: root, key: key, directoryCacheBytes: config.cacheBytes)
-    fs = try DatasetFS(reader: reader, options: config.fsOptions)
+    fs = try DatasetFS(reader: reader, options: config.fsOptions, gate: plane?.gate, accessLog: plane?.log)
 } catch {
     let hint: String
     switch error {
@@ -367,11 +409,20 @@ let mountpoint = realpath(config.mountpoint, &resolved) != nil
     ? String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : config.mountpoint
 
 let session = FuseSession(fs: fs, logger: logger)
+// A lapsed lease also drops the kernel's cached pages, so descriptors opened before the
+// lapse read through the gate too (from a thread of its own: the lapse may be noticed inside
+// a request handler).
+plane?.gate.onLapse { Thread.detachNewThread { session.invalidateKernelCaches() } }
 do {
     try session.mount(at: mountpoint, args: fuseArgs)
 } catch {
     session.close()
     fail("\(error.cause)", 1)
+}
+plane?.startRenewal()
+if config.keyFile != nil {
+    // Once the mount is live (a failed mount keeps its one-line error), on every mount.
+    writeStandardError("cce4fs: WARNING: insecure_key_file= read the dataset key from a local file: for tests and demos only; production mounts use plane= (attested key release)\n")
 }
 logger.info("mounted", metadata: ["dataset": "\(dataset)", "root": "\(rootHex)", "mountpoint": "\(mountpoint)", "store": "\(config.source)"])
 
@@ -409,6 +460,7 @@ pthread_sigmask(SIG_UNBLOCK, &blocked, nil)
 let rc = session.run(threads: config.threads)
 session.close()
 logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)"])
+plane?.finish()
 // The loop returns 0 after umount, the signal number after SIGINT/SIGTERM/SIGHUP (a clean
 // unmount too), and a negative errno on failure.
 exit(rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP ? 0 : 1)

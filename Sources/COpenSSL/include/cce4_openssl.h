@@ -153,6 +153,20 @@ int cce4_x509_verify_chain(const cce4_x509 *leaf,
 /// The text of an X509_V_ERR code (X509_verify_cert_error_string), NUL-terminated.
 void cce4_x509_error_string(int error, char *buf, size_t buf_len);
 
+
+// MARK: - Key release (attested ECDHE): X25519, SHA-512, HMAC-SHA256
+
+/// A fresh X25519 key pair (EVP_PKEY_Q_keygen "X25519"): the 32-byte private key and the
+/// 32-byte public key (RFC 7748 encodings).
+int cce4_x25519_generate(uint8_t priv[32], uint8_t pub[32]);
+/// X25519(priv, peer) into `shared` (EVP_PKEY_derive). 0 when the peer key is malformed or
+/// the result is all zeros (a low-order peer point, RFC 7748 §6.1).
+int cce4_x25519_derive(const uint8_t priv[32], const uint8_t peer[32], uint8_t shared[32]);
+/// SHA-512 one-shot (EVP_Digest).
+int cce4_sha512(const uint8_t *data, size_t len, uint8_t out[64]);
+/// HMAC-SHA256 one-shot (EVP_Q_mac).
+int cce4_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len, uint8_t out[32]);
+
 #ifdef __cplusplus
 }
 #endif
