@@ -53,7 +53,8 @@ public struct DatasetInfo: Codable, Sendable, Equatable {
     public let versions: [VersionInfo]
 }
 
-/// The plane's own record of a version, beside the dataset: which key encrypted it.
+/// The plane's own record of a version, beside the dataset: which key encrypted it. The store
+/// is untrusted, so the record carries a MAC under a KEK-derived key over all its fields.
 struct VersionMeta: Codable {
     var format = 1
     let dataset: String
@@ -62,6 +63,10 @@ struct VersionMeta: Codable {
     let bytes: Int64
     let createdAt: UInt64
     let key: UInt32
+    var mac: String = ""
+
+    /// "cce4-version-meta-v1|dataset|root|files|bytes|createdAt|key".
+    var macInput: [UInt8] { Array("cce4-version-meta-v1|\(dataset)|\(root)|\(files)|\(bytes)|\(createdAt)|\(key)".utf8) }
 }
 
 /// The Privacy Plane: keys, sign-in, datasets, rentals and audit.
@@ -132,8 +137,21 @@ public final class PlaneService: Sendable {
     func versionMeta(_ dataset: String, _ root: String) throws -> VersionMeta {
         try validID(dataset)
         _ = try Self.hash32(root, "root")
-        guard let m = try readJSON(try versionMetaKey(dataset, root), VersionMeta.self) else {
+        guard let m = try readVersionMeta(dataset, root) else {
             throw PlaneError.notFound("dataset '\(dataset)' has no version \(root)")
+        }
+        return m
+    }
+
+    /// The version's record if present and authentic (its MAC verifies and it names this
+    /// dataset and root); a forged or altered record fails closed.
+    func readVersionMeta(_ dataset: String, _ root: String) throws -> VersionMeta? {
+        guard let m = try readJSON(try versionMetaKey(dataset, root), VersionMeta.self) else { return nil }
+        let want = Array(Hex.encode(try keys.metaMAC(m.macInput)).utf8), got = Array(m.mac.utf8)
+        let ok = want.withUnsafeBytes { a in got.withUnsafeBytes { b in constantTimeEquals(a, b) } }
+        guard ok, m.dataset == dataset, m.root == root, m.format == 1 else {
+            logger.error("a version record in the store does not authenticate", metadata: ["dataset": "\(dataset)", "root": "\(root)"])
+            throw PlaneError.unavailable("the record of version \(root) of '\(dataset)' was altered in the store")
         }
         return m
     }
@@ -199,7 +217,7 @@ public final class PlaneService: Sendable {
     /// Versions the ledger names whose objects are still in the store (deleted ones are not listed).
     func versions(_ rec: DatasetRecord) throws -> [VersionInfo] {
         try rec.versions.compactMap { v in
-            guard let m = try readJSON(try versionMetaKey(rec.id, Hex.encode(v.root)), VersionMeta.self) else { return nil }
+            guard let m = try readVersionMeta(rec.id, Hex.encode(v.root)) else { return nil }
             return VersionInfo(root: m.root, files: m.files, bytes: m.bytes, createdAt: m.createdAt)
         }
     }
@@ -213,7 +231,8 @@ public final class PlaneService: Sendable {
         let packer = try Packer(store: store, datasetID: id, key: dek)
         let result = try pack(packer)
         let root = result.root.hex
-        let meta = VersionMeta(dataset: id, root: root, files: result.files, bytes: result.plaintextBytes, createdAt: Self.now(), key: n)
+        var meta = VersionMeta(dataset: id, root: root, files: result.files, bytes: result.plaintextBytes, createdAt: Self.now(), key: n)
+        meta.mac = Hex.encode(try keys.metaMAC(meta.macInput))
         do { try writeJSON(try versionMetaKey(id, root), meta, ifAbsent: true) } catch let e as ObjectStoreError where e.code == .alreadyExists {
             throw PlaneError.conflict("dataset '\(id)' already has version \(root) (the same content)")
         }

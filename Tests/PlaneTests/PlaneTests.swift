@@ -193,6 +193,15 @@ import Wallet
         #expect(up.status == 201, "\(up.text)")
         let root = up.json["root"] as? String ?? ""
         #expect((try http("GET", p1.base + "/v1/datasets/shared").json["versions"] as? [[String: Any]])?.first?["root"] as? String == root)
+        // The store is untrusted: an altered version record is refused, not believed.
+        let metaPath = d.dir.sub("store/shared/plane/versions/\(root)")
+        let original = try readFile(metaPath)
+        let altered = String(decoding: original, as: UTF8.self).replacingOccurrences(of: "\"files\":1", with: "\"files\":9")
+        #expect(altered != String(decoding: original, as: UTF8.self))
+        try writeFile(metaPath, Array(altered.utf8))
+        #expect(try http("GET", p1.base + "/v1/datasets/shared/versions").status == 503)
+        try writeFile(metaPath, original)
+        #expect(try http("GET", p1.base + "/v1/datasets/shared/versions").status == 200)
         // A nonce spent at one replica cannot be replayed at the other.
         let p3 = try RunningPlane(d, publicAuthority: "127.0.0.1:\(p1.port)")
         let (text, sig) = try p1.signedMessage(alice)
