@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Envelope", targets: ["Envelope"]),
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
         .library(name: "CurlHTTP", targets: ["CurlHTTP"]),
+        .library(name: "PlaneClient", targets: ["PlaneClient"]),
         .library(name: "Dataset", targets: ["Dataset"]),
         .executable(name: "cce4", targets: ["cce4"]),
         .executable(name: "cce4-bench", targets: ["cce4-bench"]),
@@ -66,6 +67,8 @@ let package = Package(
         .target(name: "Ledger", dependencies: ["Wallet", "Envelope", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Attestation evidence: configfs-tsm and simulated providers; TDX, SEV-SNP verifiers; policy.
         .target(name: "Attestation", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
+        // The Privacy Plane's HTTP client: sign-in, operator approval, streamed version pushes.
+        .target(name: "PlaneClient", dependencies: ["CurlHTTP", "Wallet", "Ledger", "Dataset", "Envelope"], swiftSettings: strict),
         // The Privacy Plane: the HTTP service (Hummingbird 2) that signs users in, encrypts uploads,
         // keeps wrapped DEKs in the store and records datasets, rentals and audit on the ledger.
         .target(
@@ -84,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation", "PrivacyPlane",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation", "PrivacyPlane", "PlaneClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -120,6 +123,7 @@ let package = Package(
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         // The Privacy Plane on loopback: in-process servers and `cce4 plane serve` subprocesses.
         .testTarget(name: "PlaneTests", dependencies: ["PrivacyPlane", "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "PlaneClientTests", dependencies: ["PlaneClient", "Dataset", "Wallet", "Ledger", "Envelope", "CurlHTTP", "ObjectStore", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],

@@ -254,21 +254,22 @@ public final class Packer: Sendable {
 
     /// Waits for the file jobs, seals the directories, writes the version marker.
     private func finishPack(_ rootNode: Node, jobs: FileJobs) throws -> PackResult {
-        let refs: [ObjectIdentifier: FileRef]
         do {
-            refs = try jobs.wait()
+            let refs = try jobs.wait()
+            var counts = SealCounts()
+            counts.ciphertextBytes = refs.values.reduce(0) { $0 + $1.ciphertextSize }
+            let (root, _, _, _) = try seal(rootNode, refs: refs, counts: &counts)
+            let total = refs.values.reduce(Int64(0)) { $0 + $1.size }
+            let result = PackResult(root: root, files: refs.count, directories: counts.directories, symlinks: counts.symlinks,
+                                    plaintextBytes: total, ciphertextBytes: counts.ciphertextBytes)
+            try writeVersionMarker(result)
+            return result
         } catch {
+            // No version names them: the file objects go (directory objects are content-addressed
+            // and harmless; a later pack of the same tree writes them again).
             jobs.discard()
             throw error
         }
-        var counts = SealCounts()
-        counts.ciphertextBytes = refs.values.reduce(0) { $0 + $1.ciphertextSize }
-        let (root, _, _, _) = try seal(rootNode, refs: refs, counts: &counts)
-        let total = refs.values.reduce(Int64(0)) { $0 + $1.size }
-        let result = PackResult(root: root, files: refs.count, directories: counts.directories, symlinks: counts.symlinks,
-                                plaintextBytes: total, ciphertextBytes: counts.ciphertextBytes)
-        try writeVersionMarker(result)
-        return result
     }
 
     struct SealCounts { var directories = 0, symlinks = 0; var ciphertextBytes: Int64 = 0 }

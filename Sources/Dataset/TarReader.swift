@@ -37,6 +37,10 @@ public struct TarLimits: Sendable {
     public var maxEntries: Int = 1_000_000
     /// Bytes of one normalised path.
     public var maxNameBytes: Int = 4096
+    /// Bytes of all normalised paths together, and of the directory paths they imply: the
+    /// reader and the packer keep every one in memory (duplicate checks, the tree), so this
+    /// bounds that memory (about 3× this).
+    public var maxTotalNameBytes: Int = 128 << 20
     /// Components of one path.
     public var maxDepth: Int = 128
     /// Bytes of one regular file.
@@ -130,6 +134,7 @@ public final class TarReader {
     private var paddingRemaining = 0
     private var entryCount = 0
     private var totalBytes: Int64 = 0
+    private var totalNameBytes = 0
     /// Every path so far: true for directories.
     private var seen = [[UInt8]: Bool]()
     /// Every directory some path goes through (explicit or not).
@@ -389,13 +394,17 @@ public final class TarReader {
         }
         if case .symlink = kind, components.isEmpty { throw fail(.unsafeName, "a symlink named '.' (the archive's root)") }
         let path = Array(components.joined(separator: [0x2f]))
+        totalNameBytes += path.count
+        guard totalNameBytes <= limits.maxTotalNameBytes else { throw fail(.limitExceeded, "paths total more than \(limits.maxTotalNameBytes) bytes") }
         guard seen[path] == nil else { throw fail(.duplicate, "the same path appears twice") }
         var prefix = [UInt8]()
         for c in components.dropLast() {
             prefix = prefix.isEmpty ? c : prefix + [0x2f] + c
             if seen[prefix] == false { throw fail(.duplicate, "the path goes through a file or symlink") }
-            parents.insert(prefix)
+            if parents.insert(prefix).inserted { totalNameBytes += prefix.count }
         }
+        // Implied directories count too: deep paths cannot multiply the memory they take.
+        guard totalNameBytes <= limits.maxTotalNameBytes else { throw fail(.limitExceeded, "paths total more than \(limits.maxTotalNameBytes) bytes") }
         if !isDir && parents.contains(path) { throw fail(.duplicate, "a file or symlink has the path of a directory") }
         seen[path] = isDir
         entryCount += 1

@@ -13,7 +13,7 @@ struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
         abstract: "Pack a directory into an encrypted dataset, and read or verify one without FUSE.",
-        subcommands: [Pack.self, List.self, Cat.self, Verify.self, Versions.self])
+        subcommands: [Pack.self, List.self, Cat.self, Verify.self, Versions.self, Push.self])
 }
 
 /// Options every dataset reader takes.

@@ -1,4 +1,5 @@
-// `cce4 plane serve`: runs the Privacy Plane (docs/plane.md).
+// `cce4 plane`: `serve` runs the Privacy Plane (docs/plane.md); the client subcommands are in
+// PlaneClientCommands.swift (docs/plane-client.md).
 import ArgumentParser
 import Dispatch
 import Foundation
@@ -8,7 +9,8 @@ import Synchronization
 
 struct PlaneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "plane", abstract: "Run the Privacy Plane service.", subcommands: [Serve.self])
+        commandName: "plane", abstract: "Run a Privacy Plane (serve), or talk to one: sign in, approve it as your operator, list versions.",
+        subcommands: [Serve.self] + PlaneClientCommands.all)
 
     struct Serve: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -237,6 +237,29 @@ struct TarTests {
         }
     }
 
+    @Test("GNU tar's hard links, sparse files (gnu and posix formats) and FIFOs are refused with unsupportedType")
+    func gnuTarRefusals() throws {
+        let dir = TempDir("cce4-tar-gnu-refuse")
+        let src = dir.sub("src")
+        try writeFile(src + "/a.txt", Array("a".utf8))
+        #expect(link(src + "/a.txt", src + "/b.txt") == 0)
+        let hard = dir.sub("hard.tar")
+        #expect(try run("/usr/bin/tar", ["--format=posix", "-C", src, "-cf", hard, "."]).status == 0)
+        expectTarError(.unsupportedType, try readFile(hard), "GNU tar hard link")
+        #expect(unlink(src + "/b.txt") == 0)
+        #expect(truncate(src + "/a.txt", 4 << 20) == 0)  // a hole: tar --sparse stores it sparse
+        for fmt in ["gnu", "posix"] {
+            let out = dir.sub("sparse-\(fmt).tar")
+            let r = try run("/usr/bin/tar", ["--format=\(fmt)", "--sparse", "-C", src, "-cf", out, "."])
+            #expect(r.status == 0, "\(r.stderr)")
+            expectTarError(.unsupportedType, try readFile(out), "GNU tar --sparse --format=\(fmt)")
+        }
+        #expect(mkfifo(src + "/fifo", 0o600) == 0)
+        let fifo = dir.sub("fifo.tar")
+        #expect(try run("/usr/bin/tar", ["--format=posix", "-C", src, "-cf", fifo, "./fifo"]).status == 0)
+        expectTarError(.unsupportedType, try readFile(fifo), "GNU tar FIFO")
+    }
+
     @Test("TarWriter round trip: through TarReader (1-byte reads too) and Python tarfile, deterministic, exact size")
     func writerRoundTrip() throws {
         let dir = TempDir("cce4-tarw")
@@ -373,6 +396,8 @@ struct TarTests {
         expectTarError(.limitExceeded, tarFile("a", [1]) + tarFile("b", [1]) + tarFile("c", [1]) + tarEnd, limits: l, "entries")
         l = TarLimits(); l.maxNameBytes = 10
         expectTarError(.limitExceeded, tarFile("abcdefghijk", [1]) + tarEnd, limits: l, "name bytes")
+        l = TarLimits(); l.maxTotalNameBytes = 20
+        expectTarError(.limitExceeded, tarFile("abcdefghij", [1]) + tarFile("klmnopqrstu", [1]) + tarEnd, limits: l, "total name bytes")
         l = TarLimits(); l.maxDepth = 2
         expectTarError(.limitExceeded, tarFile("a/b/c", [1]) + tarEnd, limits: l, "depth")
         l = TarLimits(); l.maxFileBytes = 10
@@ -545,5 +570,51 @@ struct TarTests {
 enum Packerless {
     static func create(_ path: [UInt8]) -> Int32 {
         (path + [0]).withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_CREAT | O_WRONLY | O_TRUNC, 0o644) } }
+    }
+}
+
+@Suite("Tar writer test vector")
+struct TarVectorTests {
+    /// docs/tar.md §4.3: `d/` (0755, mtime 1700000000) holding `hi.txt` ("hi\n", 0644,
+    /// mtime 1700000000.5): a ustar directory header, then a pax header (mtime=1700000000.5)
+    /// and the file's ustar header, its content, and the two end blocks.
+    @Test("the documented archive of a two-entry tree, byte for byte")
+    func vector() throws {
+        let dir = TempDir("cce4-tar-vector")
+        let src = dir.sub("src")
+        try writeFile(src + "/d/hi.txt", Array("hi\n".utf8))
+        chmod(src + "/d/hi.txt", 0o644); chmod(src + "/d", 0o755)
+        var t1 = [timespec(tv_sec: 1_700_000_000, tv_nsec: 500_000_000), timespec(tv_sec: 1_700_000_000, tv_nsec: 500_000_000)]
+        utimensat(AT_FDCWD, src + "/d/hi.txt", &t1, 0)
+        var t2 = [timespec(tv_sec: 1_700_000_000, tv_nsec: 0), timespec(tv_sec: 1_700_000_000, tv_nsec: 0)]
+        utimensat(AT_FDCWD, src + "/d", &t2, 0)
+        let w = try TarWriter(directory: src)
+        var all = [UInt8](repeating: 0, count: Int(w.archiveSize))
+        var pos = 0
+        while true {
+            let n = try all.withUnsafeMutableBytes { try w.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[pos...])) }
+            if n == 0 { break }
+            pos += n
+        }
+        #expect(pos == 5 * 512 + 1024)
+        // The directory header.
+        #expect(Array(all[0..<3]) == Array("d/\u{0}".utf8))
+        #expect(String(decoding: all[100..<108], as: UTF8.self) == "0000755\u{0}")
+        #expect(String(decoding: all[124..<136], as: UTF8.self) == "00000000000\u{0}")
+        #expect(String(decoding: all[136..<148], as: UTF8.self) == "14524770400\u{0}")
+        #expect(String(decoding: all[148..<156], as: UTF8.self) == "007472\u{0} ")
+        #expect(all[156] == UInt8(ascii: "5"))
+        #expect(String(decoding: all[257..<265], as: UTF8.self) == "ustar\u{0}00")
+        // The pax header and its one record.
+        #expect(all[512 + 156] == UInt8(ascii: "x"))
+        #expect(String(decoding: all[1024..<1048], as: UTF8.self) == "22 mtime=1700000000.5\n\u{0}\u{0}")
+        // The file header, content, end.
+        #expect(Array(all[1536..<1545]) == Array("d/hi.txt\u{0}".utf8))
+        #expect(String(decoding: all[1536 + 124..<1536 + 136], as: UTF8.self) == "00000000003\u{0}")
+        #expect(Array(all[2048..<2052]) == Array("hi\n\u{0}".utf8))
+        #expect(all[2560...].allSatisfy { $0 == 0 })
+        #expect(String(decoding: all[512 + 148..<512 + 156], as: UTF8.self) == "012461\u{0} ")
+        #expect(String(decoding: all[1536 + 148..<1536 + 156], as: UTF8.self) == "010624\u{0} ")
+        #expect(SHA256Digest.hash(all).hex == "2af486de2778dbdf7e11302ae92c7ab7dcbdb33f6fc74efe1ae7d1b87263409e")
     }
 }
