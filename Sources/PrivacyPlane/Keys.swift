@@ -148,12 +148,6 @@ struct DEKStore: Sendable {
         throw PlaneError.conflict("could not make a new key for \(dataset): too many concurrent rotations")
     }
 
-    /// The current key number (making key 1 if there is none).
-    func current(_ dataset: String) throws -> UInt32 {
-        if let n = try numbers(dataset).last { return n }
-        return try rotate(dataset)
-    }
-
     func dek(_ dataset: String, _ n: UInt32) throws -> SecureBytes {
         let obj: [UInt8]
         do { obj = try store.get(try Self.key(dataset, n)).bytes } catch let e as ObjectStoreError where e.code == .notFound {
