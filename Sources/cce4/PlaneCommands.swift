@@ -50,7 +50,15 @@ struct PlaneCommand: ParsableCommand {
                 if let tokenTtl { c.tokenTTL = tokenTtl }
                 if let maxUploadBytes { c.maxUploadBytes = maxUploadBytes }
                 if let insecureDevKEK { c.sealing = .devKeyFile; c.devKEKFile = insecureDevKEK; c.allowInsecureDevKEK = true }
-                bootstrapLogging(logLevel)
+                // Every log line of every component (the ledger's too) carries the sealing label
+                // when the KEK is not TEE-sealed.
+                let level = logLevel, insecure = c.sealing == .devKeyFile
+                LoggingSystem.bootstrap { label in
+                    var h = StreamLogHandler.standardError(label: label)
+                    h.logLevel = level
+                    if insecure { h.metadata["sealing"] = "dev-insecure" }
+                    return h
+                }
                 let server = try PlaneServer(config: c)
                 let failure = Mutex<String?>(nil)
                 let done = DispatchSemaphore(value: 0)
