@@ -31,6 +31,7 @@ public final class PlaneKeys: Sendable {
     private let kek: SecureBytes
     private let tokenKey: SecureBytes
     private let nonceKey: SecureBytes
+    private let metaKey: SecureBytes
     /// The plane's secp256k1 identity: HKDF(KEK, "cce4-plane-identity-v1", counter), the first
     /// counter (from 0) giving a valid scalar. Same on every replica.
     public let identity: PrivateKey
@@ -44,6 +45,7 @@ public final class PlaneKeys: Sendable {
         self.isInsecure = insecure
         tokenKey = try Self.derive(kek, "token-mac")
         nonceKey = try Self.derive(kek, "siwe-nonce-mac")
+        metaKey = try Self.derive(kek, "version-meta-mac")
         identity = try Self.deriveIdentity(kek)
     }
 
@@ -70,6 +72,7 @@ public final class PlaneKeys: Sendable {
 
     func tokenMAC(_ message: [UInt8]) throws -> [UInt8] { try Self.prf(tokenKey, message) }
     func nonceMAC(_ message: [UInt8]) throws -> [UInt8] { try Self.prf(nonceKey, message) }
+    func metaMAC(_ message: [UInt8]) throws -> [UInt8] { try Self.prf(metaKey, message) }
 
     // MARK: DEK wrapping
 
@@ -143,12 +146,6 @@ struct DEKStore: Sendable {
             }
         }
         throw PlaneError.conflict("could not make a new key for \(dataset): too many concurrent rotations")
-    }
-
-    /// The current key number (making key 1 if there is none).
-    func current(_ dataset: String) throws -> UInt32 {
-        if let n = try numbers(dataset).last { return n }
-        return try rotate(dataset)
     }
 
     func dek(_ dataset: String, _ n: UInt32) throws -> SecureBytes {

@@ -186,6 +186,18 @@ enum OpenAPI {
         ],
         "type": "object"
       },
+      "KeyRotation": {
+        "properties": {
+          "key": {
+            "minimum": 1,
+            "type": "integer"
+          }
+        },
+        "required": [
+          "key"
+        ],
+        "type": "object"
+      },
       "Login": {
         "properties": {
           "message": {
@@ -1059,6 +1071,93 @@ enum OpenAPI {
           }
         },
         "summary": "A dataset and its versions"
+      }
+    },
+    "/v1/datasets/{id}/keys": {
+      "post": {
+        "operationId": "rotateKey",
+        "parameters": [
+          {
+            "description": "Dataset id",
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "maxLength": 64,
+              "minLength": 1,
+              "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$",
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "201": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/KeyRotation"
+                }
+              }
+            },
+            "description": "Rotated"
+          },
+          "401": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Not signed in, or the token or sign-in is invalid"
+          },
+          "403": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Not allowed (not the owner; operator approval required)"
+          },
+          "404": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "No such dataset, version or rental"
+          },
+          "422": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Well-formed but invalid fields"
+          },
+          "503": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Store or ledger unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "Rotate the dataset's DEK (owner): later versions use the new key, recorded on the ledger"
       }
     },
     "/v1/datasets/{id}/rentals": {

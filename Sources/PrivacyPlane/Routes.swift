@@ -140,6 +140,11 @@ enum Routes {
             let id = try ctx.parameters.require("id")
             return json(try await Upload.handle(req, id: id, caller: caller, service: service), .created)
         }
+        on(.post, "/v1/datasets/{id}/keys") { req, ctx in
+            let caller = try bearer(req, service)
+            let id = try ctx.parameters.require("id")
+            return json(["key": try await blocking { try service.rotate(caller: caller, id: id) }], .created)
+        }
         on(.delete, "/v1/datasets/{id}/versions/{root}") { req, ctx in
             let caller = try bearer(req, service)
             let id = try ctx.parameters.require("id"), root = try ctx.parameters.require("root")

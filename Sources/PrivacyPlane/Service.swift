@@ -53,7 +53,8 @@ public struct DatasetInfo: Codable, Sendable, Equatable {
     public let versions: [VersionInfo]
 }
 
-/// The plane's own record of a version, beside the dataset: which key encrypted it.
+/// The plane's own record of a version, beside the dataset: which key encrypted it. The store
+/// is untrusted, so the record carries a MAC under a KEK-derived key over all its fields.
 struct VersionMeta: Codable {
     var format = 1
     let dataset: String
@@ -62,6 +63,10 @@ struct VersionMeta: Codable {
     let bytes: Int64
     let createdAt: UInt64
     let key: UInt32
+    var mac: String = ""
+
+    /// "cce4-version-meta-v1|dataset|root|files|bytes|createdAt|key".
+    var macInput: [UInt8] { Array("cce4-version-meta-v1|\(dataset)|\(root)|\(files)|\(bytes)|\(createdAt)|\(key)".utf8) }
 }
 
 /// The Privacy Plane: keys, sign-in, datasets, rentals and audit.
@@ -100,9 +105,44 @@ public final class PlaneService: Sendable {
         return try deks.dek(dataset, meta.key)
     }
 
-    /// Makes a new DEK for `dataset`; later versions are encrypted with it.
+    /// Makes a new DEK for `dataset`, stored wrapped, and records its number on the ledger
+    /// (`plane.key.rotate`, payload hash = SHA-256("cce4-plane-key-v1|" ‖ dataset ‖ "|" ‖ n)); later
+    /// versions are encrypted with it. Keys the ledger does not name are never used, so the
+    /// untrusted store cannot roll rotation back by deleting the newest key.
     @discardableResult
-    public func rotateKey(dataset: String) throws -> UInt32 { try deks.rotate(dataset) }
+    public func rotateKey(dataset: String) throws -> UInt32 {
+        let n = try deks.rotate(dataset)
+        _ = try ledger.submit(.audit(event: "plane.key.rotate", dataset: dataset, payloadHash: Self.keyEventHash(dataset, n)), signer: identity)
+        return n
+    }
+
+    static func keyEventHash(_ dataset: String, _ n: UInt32) -> [UInt8] { SHA256Digest.hash(Array("cce4-plane-key-v1|\(dataset)|\(n)".utf8)).bytes }
+
+    /// The newest key number the ledger records for `dataset` (nil: none yet).
+    func currentKey(_ dataset: String) throws -> UInt32? {
+        let recorded = Set(try ledger.read { l in
+            l.events(matching: EventFilter(dataset: dataset, kind: "plane.key.rotate")).compactMap { e -> [UInt8]? in
+                if case .audit(_, _, let h) = e.operation { return h } else { return nil }
+            }
+        })
+        guard !recorded.isEmpty else { return nil }
+        // Key numbers are small and dense: look for the highest recorded one up to what the store holds.
+        let highest = max(try deks.numbers(dataset).last ?? 0, UInt32(recorded.count))
+        var n = highest
+        while n > 0 {
+            if recorded.contains(Self.keyEventHash(dataset, n)) { return n }
+            n -= 1
+        }
+        return nil
+    }
+
+    /// The current key's number and DEK (making key 1 if the ledger records none).
+    func currentDEK(_ dataset: String) throws -> (UInt32, SecureBytes) {
+        let n = try currentKey(dataset) ?? rotateKey(dataset: dataset)
+        do { return (n, try deks.dek(dataset, n)) } catch PlaneError.notFound {
+            throw PlaneError.unavailable("key \(n) of '\(dataset)', which the ledger names as current, is missing from the store")
+        }
+    }
 
     // MARK: helpers
 
@@ -132,8 +172,21 @@ public final class PlaneService: Sendable {
     func versionMeta(_ dataset: String, _ root: String) throws -> VersionMeta {
         try validID(dataset)
         _ = try Self.hash32(root, "root")
-        guard let m = try readJSON(try versionMetaKey(dataset, root), VersionMeta.self) else {
+        guard let m = try readVersionMeta(dataset, root) else {
             throw PlaneError.notFound("dataset '\(dataset)' has no version \(root)")
+        }
+        return m
+    }
+
+    /// The version's record if present and authentic (its MAC verifies and it names this
+    /// dataset and root); a forged or altered record fails closed.
+    func readVersionMeta(_ dataset: String, _ root: String) throws -> VersionMeta? {
+        guard let m = try readJSON(try versionMetaKey(dataset, root), VersionMeta.self) else { return nil }
+        let want = Array(Hex.encode(try keys.metaMAC(m.macInput)).utf8), got = Array(m.mac.utf8)
+        let ok = want.withUnsafeBytes { a in got.withUnsafeBytes { b in constantTimeEquals(a, b) } }
+        guard ok, m.dataset == dataset, m.root == root, m.format == 1 else {
+            logger.error("a version record in the store does not authenticate", metadata: ["dataset": "\(dataset)", "root": "\(root)"])
+            throw PlaneError.unavailable("the record of version \(root) of '\(dataset)' was altered in the store")
         }
         return m
     }
@@ -180,11 +233,10 @@ public final class PlaneService: Sendable {
         let policy = try policyHash.map { h throws(PlaneError) in try Self.hash32(h, "policyHash") } ?? [UInt8](repeating: 0, count: 32)
         if try ledger.read({ $0.dataset(id) }) != nil { throw PlaneError.conflict("dataset '\(id)' already exists") }
         try requireApproval(caller)
-        // The DEK first: a dataset the ledger names always has a key. (A key left by a refused
-        // registration is reused by the dataset's eventual creator: it was never used.)
-        _ = try deks.current(id)
         // The ledger serializes creation: of two replicas creating one id, one is refused.
         _ = try ledger.submit(.registerDataset(dataset: id, policyHash: policy, owner: caller), signer: identity)
+        // Key 1 now (or, should this fail, at the first upload).
+        try rotateKey(dataset: id)
         try audit("plane.dataset.create", dataset: id, caller: caller, details: [:])
         return DatasetInfo(id: id, owner: caller.checksummed, policyHash: Hex.encode(policy), versions: [])
     }
@@ -199,7 +251,7 @@ public final class PlaneService: Sendable {
     /// Versions the ledger names whose objects are still in the store (deleted ones are not listed).
     func versions(_ rec: DatasetRecord) throws -> [VersionInfo] {
         try rec.versions.compactMap { v in
-            guard let m = try readJSON(try versionMetaKey(rec.id, Hex.encode(v.root)), VersionMeta.self) else { return nil }
+            guard let m = try readVersionMeta(rec.id, Hex.encode(v.root)) else { return nil }
             return VersionInfo(root: m.root, files: m.files, bytes: m.bytes, createdAt: m.createdAt)
         }
     }
@@ -208,12 +260,12 @@ public final class PlaneService: Sendable {
     /// dataset's current DEK; the version is recorded on the ledger once every object is stored.
     public func upload(caller: Address, id: String, pack: (Packer) throws -> PackResult) throws -> VersionInfo {
         _ = try requireOwner(id, caller, approval: true)
-        let n = try deks.current(id)
-        let dek = try deks.dek(id, n)
+        let (n, dek) = try currentDEK(id)
         let packer = try Packer(store: store, datasetID: id, key: dek)
         let result = try pack(packer)
         let root = result.root.hex
-        let meta = VersionMeta(dataset: id, root: root, files: result.files, bytes: result.plaintextBytes, createdAt: Self.now(), key: n)
+        var meta = VersionMeta(dataset: id, root: root, files: result.files, bytes: result.plaintextBytes, createdAt: Self.now(), key: n)
+        meta.mac = Hex.encode(try keys.metaMAC(meta.macInput))
         do { try writeJSON(try versionMetaKey(id, root), meta, ifAbsent: true) } catch let e as ObjectStoreError where e.code == .alreadyExists {
             throw PlaneError.conflict("dataset '\(id)' already has version \(root) (the same content)")
         }
@@ -253,6 +305,14 @@ public final class PlaneService: Sendable {
         for k in keys { try store.delete(k) }
         try store.delete(try layout.versionKey(digest))
         try audit("plane.version.delete", dataset: id, caller: caller, details: ["root": root, "objects": String(keys.count)])
+    }
+
+    /// `POST /v1/datasets/{id}/keys`: the owner rotates the dataset's DEK.
+    public func rotate(caller: Address, id: String) throws -> UInt32 {
+        _ = try requireOwner(id, caller)
+        let n = try rotateKey(dataset: id)
+        try audit("plane.key.rotate.request", dataset: id, caller: caller, details: ["key": String(n)])
+        return n
     }
 
     // MARK: operator approval

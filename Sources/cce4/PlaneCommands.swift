@@ -1,4 +1,5 @@
-// `cce4 plane serve`: runs the Privacy Plane (docs/plane.md).
+// `cce4 plane`: `serve` runs the Privacy Plane (docs/plane.md); the client subcommands are in
+// PlaneClientCommands.swift (docs/plane-client.md).
 import ArgumentParser
 import Dispatch
 import Foundation
@@ -8,7 +9,7 @@ import Synchronization
 
 struct PlaneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "plane", abstract: "Run the Privacy Plane service, or talk to one: sign in, approve it as your operator, list versions.",
+        commandName: "plane", abstract: "Run a Privacy Plane (serve), or talk to one: sign in, approve it as your operator, list versions.",
         subcommands: [Serve.self] + PlaneClientCommands.all)
 
     struct Serve: ParsableCommand {
@@ -49,7 +50,15 @@ struct PlaneCommand: ParsableCommand {
                 if let tokenTtl { c.tokenTTL = tokenTtl }
                 if let maxUploadBytes { c.maxUploadBytes = maxUploadBytes }
                 if let insecureDevKEK { c.sealing = .devKeyFile; c.devKEKFile = insecureDevKEK; c.allowInsecureDevKEK = true }
-                bootstrapLogging(logLevel)
+                // Every log line of every component (the ledger's too) carries the sealing label
+                // when the KEK is not TEE-sealed.
+                let level = logLevel, insecure = c.sealing == .devKeyFile
+                LoggingSystem.bootstrap { label in
+                    var h = StreamLogHandler.standardError(label: label)
+                    h.logLevel = level
+                    if insecure { h.metadata["sealing"] = "dev-insecure" }
+                    return h
+                }
                 let server = try PlaneServer(config: c)
                 let failure = Mutex<String?>(nil)
                 let done = DispatchSemaphore(value: 0)

@@ -193,6 +193,15 @@ import Wallet
         #expect(up.status == 201, "\(up.text)")
         let root = up.json["root"] as? String ?? ""
         #expect((try http("GET", p1.base + "/v1/datasets/shared").json["versions"] as? [[String: Any]])?.first?["root"] as? String == root)
+        // The store is untrusted: an altered version record is refused, not believed.
+        let metaPath = d.dir.sub("store/shared/plane/versions/\(root)")
+        let original = try readFile(metaPath)
+        let altered = String(decoding: original, as: UTF8.self).replacingOccurrences(of: "\"files\":1", with: "\"files\":9")
+        #expect(altered != String(decoding: original, as: UTF8.self))
+        try writeFile(metaPath, Array(altered.utf8))
+        #expect(try http("GET", p1.base + "/v1/datasets/shared/versions").status == 503)
+        try writeFile(metaPath, original)
+        #expect(try http("GET", p1.base + "/v1/datasets/shared/versions").status == 200)
         // A nonce spent at one replica cannot be replayed at the other.
         let p3 = try RunningPlane(d, publicAuthority: "127.0.0.1:\(p1.port)")
         let (text, sig) = try p1.signedMessage(alice)
@@ -221,10 +230,25 @@ import Wallet
         #expect(try http("POST", p.base + "/v1/datasets", json: ["id": "keyed"], token: t).status == 201)
         let store = try ObjectStores.open(url: d.store)
         #expect(try store.listAll(prefix: "keyed/plane/dek/").map(\.key.rawValue) == ["keyed/plane/dek/1"])
-        #expect(try PlaneServer(config: d.config()).service.rotateKey(dataset: "keyed") == 2)
+        try pythonTar([("x", "one")], to: d.dir.sub("x.tar"))
+        let tarBody = try Data(contentsOf: URL(fileURLWithPath: d.dir.sub("x.tar")))
+        let v1 = try http("PUT", p.base + "/v1/datasets/keyed/versions", body: tarBody, token: t).json["root"] as! String
+        #expect(try http("POST", p.base + "/v1/datasets/keyed/keys", token: try p.signIn(try PrivateKey.generate())).status == 403)
+        let rot = try http("POST", p.base + "/v1/datasets/keyed/keys", token: t)
+        #expect(rot.status == 201 && rot.json["key"] as? Int == 2, "\(rot.text)")
         let raw = try store.get(try ObjectKey("keyed/plane/dek/2")).bytes
         #expect(throws: (any Error).self) { try k1.unwrap(raw, dataset: "keyed", keyNumber: 1) }
-        _ = try k1.unwrap(raw, dataset: "keyed", keyNumber: 2)
+        let dek2 = try k1.unwrap(raw, dataset: "keyed", keyNumber: 2)
+        let v2 = try http("PUT", p.base + "/v1/datasets/keyed/versions", body: tarBody, token: t).json["root"] as! String
+        // Each version keeps its own key; the public key-release API unwraps the right one.
+        let service = try PlaneServer(config: d.config()).service
+        #expect(try service.datasetKey(dataset: "keyed", root: v2).constantTimeEquals(dek2))
+        #expect(!(try service.datasetKey(dataset: "keyed", root: v1).constantTimeEquals(dek2)))
+        // The store cannot roll rotation back: with key 2 deleted, uploads fail closed, never use key 1.
+        try store.delete(try ObjectKey("keyed/plane/dek/2"))
+        #expect(try http("PUT", p.base + "/v1/datasets/keyed/versions", body: tarBody, token: t).status == 503)
+        let kinds = (try http("GET", p.base + "/v1/audit?dataset=keyed").json["events"] as! [[String: Any]]).map { $0["event"] as! String }
+        #expect(kinds.filter { $0 == "plane.key.rotate" }.count == 2)
     }
 
     @Test func configurationIsCheckedAndLayered() throws {

@@ -232,3 +232,36 @@ extension UploadTests {
         print("plane peak RSS: \(before >> 20) MiB before, \(after >> 20) MiB after a 64 MiB upload")
     }
 }
+
+extension UploadTests {
+    /// The client side from the tar branch against this plane: `cce4 dataset push` (a keystore
+    /// wallet, --create --approve) and `cce4 plane versions`; the pushed files read back.
+    @Test func cce4DatasetPushAgainstThePlane() throws {
+        let d = try Deployment()
+        let p = try RunningPlane(d)
+        let cce4 = Repo.binary("cce4")
+        try writeFile(d.dir.sub("pw"), Array("correct horse\n".utf8))
+        let w = try run(cce4, ["wallet", "new", "--keystore", d.dir.sub("wallet.json"), "--password-file", d.dir.sub("pw"), "--kdf", "light"])
+        #expect(w.status == 0, "\(w.stderr)")
+        let src = d.dir.sub("src")
+        try FileManager.default.createDirectory(atPath: src + "/sub", withIntermediateDirectories: true)
+        try writeFile(src + "/a.csv", Array("id,age\n1,61\n2,73\n".utf8))
+        try writeFile(src + "/sub/b.txt", Array(repeating: UInt8(ascii: "z"), count: 100_000))
+        let push = try run(cce4, ["dataset", "push", src, "--plane", p.base, "--wallet", d.dir.sub("wallet.json"), "--password-file", d.dir.sub("pw"),
+                                  "--dataset", "pushed", "--create", "--approve", "--quiet"])
+        #expect(push.status == 0, "\(push.stderr)")
+        let root = push.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(root.count == 64, "\(push.stdoutText)")
+        let v = try run(cce4, ["plane", "versions", "--plane", p.base, "--wallet", d.dir.sub("wallet.json"), "--password-file", d.dir.sub("pw"), "--dataset", "pushed"])
+        #expect(v.status == 0 && v.stdoutText.contains(root), "\(v.stdoutText) \(v.stderr)")
+        let listed = try http("GET", p.base + "/v1/datasets/pushed/versions").json["versions"] as! [[String: Any]]
+        #expect(listed.first?["files"] as? Int == 2 && (listed.first?["bytes"] as? NSNumber)?.intValue == 100_000 + 17)
+        // Read back with the DEK unwrapped here.
+        let store = try ObjectStores.open(url: d.store)
+        let dek = try PlaneKeys(kek: d.kekBytes, insecure: true).unwrap(try store.get(try ObjectKey("pushed/plane/dek/1")).bytes, dataset: "pushed", keyNumber: 1)
+        let reader = try DatasetReader(store: store, datasetID: "pushed", root: try SHA256Digest(hex: root), key: dek)
+        guard case .entry(let e, _) = try reader.resolve("/sub/b.txt"), case .file(let ref) = e.target else { Issue.record("b.txt missing"); return }
+        #expect(try reader.open(ref).read(0..<ref.size) == Array(repeating: UInt8(ascii: "z"), count: 100_000))
+        #expect(p.stop().status == 0)
+    }
+}
