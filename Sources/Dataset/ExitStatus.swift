@@ -31,6 +31,8 @@ public enum ExitStatus {
             case .invalidURL, .invalidKey: return usage
             case .noSpace, .io, .alreadyExists, .preconditionFailed: return ioError
             }
+        case is TarError:
+            return dataError
         case let e as EnvelopeError:
             return e.isIntegrityFailure ? dataError : usage
         default:

@@ -93,8 +93,11 @@ extension DatasetCommand {
             standard output; progress goes to standard error on a terminal.
             """)
 
-        @Argument(help: ArgumentHelp("The directory to pack.", valueName: "src-dir"))
+        @Argument(help: ArgumentHelp("The directory to pack (with --tar: a tar archive, '-' for standard input).", valueName: "src-dir"))
         var source: String
+
+        @Flag(help: "SRC-DIR is a tar archive (POSIX ustar/pax, GNU; docs/tar.md), read in one pass and never unpacked: `tar -C DIR -c . | cce4 dataset pack --tar - …`.")
+        var tar = false
 
         @Option(help: ArgumentHelp("The store URL: file://DIR (created if missing) or s3://BUCKET/PREFIX (the bucket must exist).", valueName: "url"))
         var store: String
@@ -136,7 +139,7 @@ extension DatasetCommand {
             bootstrapLogging(logLevel)
             try guarded {
                 var st = stat()
-                guard stat(source, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+                guard tar || (stat(source, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR) else {
                     throw Failure(description: "\(source) is not a directory; pass the directory to pack", exitCode: Failure.noInput)
                 }
                 let key = try KeyFiles.load(keyFile)
@@ -147,11 +150,18 @@ extension DatasetCommand {
                 options.concurrency = jobs
                 let packer = try Packer(store: s, datasetID: dataset, key: key, options: options)
                 let line = ProgressLine(enabled: !quiet)
-                let result = try packer.pack(source: source) { p in
+                let progress: @Sendable (PackProgress) -> Void = { p in
                     let rate = Double(p.bytesDone) / max(line.elapsed, 0.001)
                     let pct = p.bytesTotal > 0 ? Double(p.bytesDone) * 100 / Double(p.bytesTotal) : 100
                     line.update(String(format: "packing: %3.0f%%  %d/%d files  %@ / %@  %@/s", pct, p.filesDone, p.filesTotal,
                                        formatBytes(p.bytesDone), formatBytes(p.bytesTotal), formatBytes(Int64(rate))))
+                }
+                let result: PackResult
+                if tar {
+                    let input: any ByteSource = source == "-" ? FileByteSource(fd: 0) : try FileByteSource(path: source)
+                    result = try packer.pack(tar: input, progress: progress)
+                } else {
+                    result = try packer.pack(source: source, progress: progress)
                 }
                 line.finish("packed \(plural(result.files, "file")), \(plural(result.directories, "directory", "directories")), \(plural(result.symlinks, "symlink")): "
                             + "\(formatBytes(result.plaintextBytes)) plaintext, \(formatBytes(result.ciphertextBytes)) ciphertext in \(String(format: "%.1f", line.elapsed))s")

@@ -51,3 +51,34 @@ struct PlaneCLITests {
         #expect(noPlane.stderr.contains("--plane URL"))
     }
 }
+
+@Suite("cce4 dataset pack --tar")
+struct PackTarCLITests {
+    @Test("a GNU tar stream on stdin packs to the same tree as the directory; a hostile archive exits 65 in one line")
+    func packTar() throws {
+        let bin = Repo.binary("cce4")
+        let dir = TempDir("cce4-pack-tar")
+        try writeFile(dir.sub("src/a/b.txt"), Array("bee".utf8))
+        try writeFile(dir.sub("src/c.bin"), [UInt8](repeating: 7, count: 70_000))
+        #expect(try run(bin, ["key", "generate", "--insecure-key-file", dir.sub("key")]).status == 0)
+        let store = "file://" + dir.sub("store")
+        let tarFile = dir.sub("src.tar")
+        #expect(try run("/usr/bin/tar", ["--format=posix", "-C", dir.sub("src"), "-cf", tarFile, "."]).status == 0)
+        let p = try run(bin, ["dataset", "pack", "--tar", "-", "--store", store, "--dataset", "d", "--insecure-key-file", dir.sub("key")],
+                        input: try Data(contentsOf: URL(fileURLWithPath: tarFile)))
+        #expect(p.status == 0, "\(p.stderr)")
+        let root = p.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        let cat = try run(bin, ["dataset", "cat", "--store", store, "--dataset", "d", "--root", root, "--insecure-key-file", dir.sub("key"), "a/b.txt"])
+        #expect(cat.status == 0 && cat.stdoutText == "bee", "\(cat.stderr)")
+        // The same archive from a file argument.
+        let f = try run(bin, ["dataset", "pack", "--tar", tarFile, "--store", store, "--dataset", "d", "--insecure-key-file", dir.sub("key")])
+        #expect(f.status == 0, "\(f.stderr)")
+        // Truncated (GNU tar pads to 10 KiB records, so cut in the middle): 65, one line, no file name in it.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: tarFile))
+        let bad = try run(bin, ["dataset", "pack", "--tar", "-", "--store", store, "--dataset", "d", "--insecure-key-file", dir.sub("key")],
+                          input: bytes.prefix(bytes.count / 2))
+        #expect(bad.status == 65, "\(bad.stderr)")
+        #expect(bad.stderr.hasPrefix("cce4: error: invalid tar archive at byte "))
+        #expect(bad.stderr.split(separator: "\n").count == 1 && !bad.stderr.contains("b.txt"))
+    }
+}
