@@ -75,7 +75,7 @@ let package = Package(
         .target(
             name: "PrivacyPlane",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "KeyRelease", "Attestation",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(name: "KeyReleaseTests", dependencies: ["KeyRelease", "Attestation", "Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         // The Privacy Plane on loopback: in-process servers and `cce4 plane serve` subprocesses.
-        .testTarget(name: "PlaneTests", dependencies: ["PrivacyPlane", "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "PlaneTests", dependencies: ["PrivacyPlane", "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "KeyRelease", "Attestation", "CurlHTTP", "PlaneClient", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PlaneClientTests", dependencies: ["PlaneClient", "Dataset", "Wallet", "Ledger", "Envelope", "CurlHTTP", "ObjectStore", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),

@@ -49,12 +49,22 @@ public struct PlaneConfig: Sendable, Codable, Equatable {
     public var maxFileBytes: Int64 = 16 << 30
     /// Largest number of entries in an upload.
     public var maxEntries: Int = 1_000_000
+    /// The attestation policy (an Attestation policy file: allow-listed measurements, TCB
+    /// floor, whether simulated evidence is accepted) that key release checks evidence against.
+    /// Without one the key-release routes answer 503: this plane releases no keys.
+    public var attestationPolicy: String?
+    /// A directory of attestation collateral (Intel PCS / AMD KDS files, or `simulated_key.pub`
+    /// to pin the simulated provider's key). docs/attestation.md §Collateral.
+    public var attestationCollateral: String?
+    /// Longest lease key release grants, seconds (the rental's end caps it too).
+    public var leaseTTL: UInt64 = 300
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case host, port, publicAuthority, publicScheme, store, ledger, sealing, devKEKFile, allowInsecureDevKEK
         case chainID = "chainId", tokenTTL, nonceTTL, maxJSONBody, maxUploadBytes, maxFileBytes, maxEntries
+        case attestationPolicy, attestationCollateral, leaseTTL
     }
 
     public init(from d: Decoder) throws {
@@ -76,6 +86,9 @@ public struct PlaneConfig: Sendable, Codable, Equatable {
         x.maxUploadBytes = try c.decodeIfPresent(Int64.self, forKey: .maxUploadBytes) ?? x.maxUploadBytes
         x.maxFileBytes = try c.decodeIfPresent(Int64.self, forKey: .maxFileBytes) ?? x.maxFileBytes
         x.maxEntries = try c.decodeIfPresent(Int.self, forKey: .maxEntries) ?? x.maxEntries
+        x.attestationPolicy = try c.decodeIfPresent(String.self, forKey: .attestationPolicy)
+        x.attestationCollateral = try c.decodeIfPresent(String.self, forKey: .attestationCollateral)
+        x.leaseTTL = try c.decodeIfPresent(UInt64.self, forKey: .leaseTTL) ?? x.leaseTTL
         self = x
     }
 
@@ -87,7 +100,8 @@ public struct PlaneConfig: Sendable, Codable, Equatable {
             throw PlaneConfigError("\(file) is not a JSON object")
         }
         let known = Set(["host", "port", "publicAuthority", "publicScheme", "store", "ledger", "sealing", "devKEKFile", "allowInsecureDevKEK",
-                         "chainId", "tokenTTL", "nonceTTL", "maxJSONBody", "maxUploadBytes", "maxFileBytes", "maxEntries"])
+                         "chainId", "tokenTTL", "nonceTTL", "maxJSONBody", "maxUploadBytes", "maxFileBytes", "maxEntries",
+                         "attestationPolicy", "attestationCollateral", "leaseTTL"])
         if let bad = obj.keys.sorted().first(where: { !known.contains($0) }) {
             throw PlaneConfigError("\(file): unknown setting '\(bad)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -105,7 +119,8 @@ public struct PlaneConfig: Sendable, Codable, Equatable {
     }
 
     /// Applies CCE4_PLANE_* variables: HOST, PORT, PUBLIC_AUTHORITY, STORE, LEDGER, SEALING,
-    /// DEV_KEK_FILE, CHAIN_ID, TOKEN_TTL, NONCE_TTL, MAX_UPLOAD_BYTES. (Allowing the insecure
+    /// DEV_KEK_FILE, CHAIN_ID, TOKEN_TTL, NONCE_TTL, MAX_UPLOAD_BYTES, ATTESTATION_POLICY,
+    /// ATTESTATION_COLLATERAL, LEASE_TTL. (Allowing the insecure
     /// dev KEK is deliberately not an environment variable: it takes the flag or the file.)
     public mutating func apply(environment env: [String: String]) throws(PlaneConfigError) {
         func int<T: FixedWidthInteger>(_ name: String, _ t: T.Type) throws(PlaneConfigError) -> T? {
@@ -127,6 +142,9 @@ public struct PlaneConfig: Sendable, Codable, Equatable {
         if let v = try int("TOKEN_TTL", UInt64.self) { tokenTTL = v }
         if let v = try int("NONCE_TTL", UInt64.self) { nonceTTL = v }
         if let v = try int("MAX_UPLOAD_BYTES", Int64.self) { maxUploadBytes = v }
+        if let v = env["CCE4_PLANE_ATTESTATION_POLICY"] { attestationPolicy = v }
+        if let v = env["CCE4_PLANE_ATTESTATION_COLLATERAL"] { attestationCollateral = v }
+        if let v = try int("LEASE_TTL", UInt64.self) { leaseTTL = v }
     }
 
     /// Checks the settings fit together; says which one to fix.
@@ -139,6 +157,7 @@ public struct PlaneConfig: Sendable, Codable, Equatable {
         guard (30...3600).contains(nonceTTL) else { throw PlaneConfigError("nonceTTL \(nonceTTL) s is outside 30...3600") }
         guard maxJSONBody >= 1024, maxUploadBytes >= 1024, maxFileBytes >= 0, maxEntries >= 1 else { throw PlaneConfigError("body and upload limits must be positive (JSON body at least 1024 bytes)") }
         guard publicScheme == "http" || publicScheme == "https" else { throw PlaneConfigError("publicScheme must be http or https") }
+        guard (2...86400).contains(leaseTTL) else { throw PlaneConfigError("leaseTTL \(leaseTTL) s is outside 2...86400") }
         switch sealing {
         case .devKeyFile:
             guard allowInsecureDevKEK else {

@@ -32,6 +32,8 @@ public final class PlaneKeys: Sendable {
     private let tokenKey: SecureBytes
     private let nonceKey: SecureBytes
     private let metaKey: SecureBytes
+    /// MACs key-release challenges, so any replica checks another's (docs/key-release.md).
+    public let keyReleaseMACKey: SecureBytes
     /// The plane's secp256k1 identity: HKDF(KEK, "cce4-plane-identity-v1", counter), the first
     /// counter (from 0) giving a valid scalar. Same on every replica.
     public let identity: PrivateKey
@@ -46,6 +48,7 @@ public final class PlaneKeys: Sendable {
         tokenKey = try Self.derive(kek, "token-mac")
         nonceKey = try Self.derive(kek, "siwe-nonce-mac")
         metaKey = try Self.derive(kek, "version-meta-mac")
+        keyReleaseMACKey = try Self.derive(kek, "key-release-challenge-mac")
         identity = try Self.deriveIdentity(kek)
     }
 

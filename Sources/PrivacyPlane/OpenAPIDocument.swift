@@ -5,6 +5,57 @@ enum OpenAPI {
 {
   "components": {
     "schemas": {
+      "AccessLogReceipt": {
+        "properties": {
+          "entries": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "ledgerIndexes": {
+            "items": {
+              "maximum": 18446744073709551615,
+              "minimum": 0,
+              "type": "integer"
+            },
+            "type": "array"
+          },
+          "root": {
+            "type": "string"
+          },
+          "session": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "session",
+          "root",
+          "entries",
+          "ledgerIndexes"
+        ],
+        "type": "object"
+      },
+      "AccessLogSubmission": {
+        "properties": {
+          "entries": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "lease": {
+            "$ref": "#/components/schemas/Lease"
+          },
+          "root": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "lease",
+          "root",
+          "entries"
+        ],
+        "type": "object"
+      },
       "Approval": {
         "properties": {
           "expires": {
@@ -106,6 +157,60 @@ enum OpenAPI {
         ],
         "type": "object"
       },
+      "Challenge": {
+        "properties": {
+          "credentialHash": {
+            "type": "string"
+          },
+          "datasets": {
+            "items": {
+              "$ref": "#/components/schemas/DatasetVersion"
+            },
+            "type": "array"
+          },
+          "expiresAt": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "mac": {
+            "type": "string"
+          },
+          "nonce": {
+            "type": "string"
+          },
+          "session": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "session",
+          "nonce",
+          "datasets",
+          "credentialHash",
+          "expiresAt",
+          "mac"
+        ],
+        "type": "object"
+      },
+      "ChallengeRequest": {
+        "properties": {
+          "credentialHash": {
+            "type": "string"
+          },
+          "datasets": {
+            "items": {
+              "$ref": "#/components/schemas/DatasetVersion"
+            },
+            "type": "array"
+          }
+        },
+        "required": [
+          "datasets",
+          "credentialHash"
+        ],
+        "type": "object"
+      },
       "CreateDataset": {
         "properties": {
           "id": {
@@ -156,6 +261,46 @@ enum OpenAPI {
         ],
         "type": "object"
       },
+      "DatasetVersion": {
+        "properties": {
+          "id": {
+            "maxLength": 64,
+            "minLength": 1,
+            "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$",
+            "type": "string"
+          },
+          "root": {
+            "pattern": "^[0-9a-f]{64}$",
+            "type": "string"
+          }
+        },
+        "required": [
+          "id",
+          "root"
+        ],
+        "type": "object"
+      },
+      "Evidence": {
+        "properties": {
+          "auxblob": {
+            "description": "base64",
+            "type": "string"
+          },
+          "outblob": {
+            "description": "base64",
+            "type": "string"
+          },
+          "provider": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "provider",
+          "outblob",
+          "auxblob"
+        ],
+        "type": "object"
+      },
       "GrantRental": {
         "properties": {
           "expires": {
@@ -186,6 +331,52 @@ enum OpenAPI {
         ],
         "type": "object"
       },
+      "JobCredential": {
+        "properties": {
+          "datasets": {
+            "items": {
+              "$ref": "#/components/schemas/DatasetVersion"
+            },
+            "type": "array"
+          },
+          "expires": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "image": {
+            "type": "string"
+          },
+          "job": {
+            "type": "string"
+          },
+          "measurement": {
+            "type": "string"
+          },
+          "signature": {
+            "type": "string"
+          },
+          "signer": {
+            "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
+            "pattern": "^0x[0-9a-fA-F]{40}$",
+            "type": "string"
+          },
+          "version": {
+            "type": "integer"
+          }
+        },
+        "required": [
+          "version",
+          "job",
+          "signer",
+          "datasets",
+          "measurement",
+          "image",
+          "expires",
+          "signature"
+        ],
+        "type": "object"
+      },
       "KeyRotation": {
         "properties": {
           "key": {
@@ -195,6 +386,77 @@ enum OpenAPI {
         },
         "required": [
           "key"
+        ],
+        "type": "object"
+      },
+      "Lease": {
+        "properties": {
+          "datasets": {
+            "items": {
+              "$ref": "#/components/schemas/DatasetVersion"
+            },
+            "type": "array"
+          },
+          "exchange": {
+            "type": "string"
+          },
+          "expiresAt": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "holder": {
+            "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
+            "pattern": "^0x[0-9a-fA-F]{40}$",
+            "type": "string"
+          },
+          "issuedAt": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "job": {
+            "type": "string"
+          },
+          "notAfter": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "plane": {
+            "description": "Ethereum address: all lowercase, all uppercase, or EIP-55 mixed case with a valid checksum (mixed case with a wrong checksum is refused, 422); EIP-55 in responses",
+            "pattern": "^0x[0-9a-fA-F]{40}$",
+            "type": "string"
+          },
+          "session": {
+            "type": "string"
+          },
+          "signature": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "session",
+          "exchange",
+          "plane",
+          "holder",
+          "job",
+          "datasets",
+          "issuedAt",
+          "expiresAt",
+          "notAfter",
+          "signature"
+        ],
+        "type": "object"
+      },
+      "LeaseRenewRequest": {
+        "properties": {
+          "lease": {
+            "$ref": "#/components/schemas/Lease"
+          }
+        },
+        "required": [
+          "lease"
         ],
         "type": "object"
       },
@@ -299,6 +561,55 @@ enum OpenAPI {
           "title",
           "status",
           "detail"
+        ],
+        "type": "object"
+      },
+      "ReleaseRequest": {
+        "properties": {
+          "challenge": {
+            "$ref": "#/components/schemas/Challenge"
+          },
+          "credential": {
+            "$ref": "#/components/schemas/JobCredential"
+          },
+          "evidence": {
+            "$ref": "#/components/schemas/Evidence"
+          },
+          "publicKey": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "challenge",
+          "evidence",
+          "publicKey",
+          "credential"
+        ],
+        "type": "object"
+      },
+      "ReleaseResponse": {
+        "properties": {
+          "keys": {
+            "items": {
+              "$ref": "#/components/schemas/WrappedKey"
+            },
+            "type": "array"
+          },
+          "lease": {
+            "$ref": "#/components/schemas/Lease"
+          },
+          "planePublicKey": {
+            "type": "string"
+          },
+          "session": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "session",
+          "planePublicKey",
+          "keys",
+          "lease"
         ],
         "type": "object"
       },
@@ -490,6 +801,29 @@ enum OpenAPI {
           "versions"
         ],
         "type": "object"
+      },
+      "WrappedKey": {
+        "properties": {
+          "dataset": {
+            "maxLength": 64,
+            "minLength": 1,
+            "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$",
+            "type": "string"
+          },
+          "root": {
+            "pattern": "^[0-9a-f]{64}$",
+            "type": "string"
+          },
+          "wrapped": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "dataset",
+          "root",
+          "wrapped"
+        ],
+        "type": "object"
       }
     },
     "securitySchemes": {
@@ -501,7 +835,7 @@ enum OpenAPI {
     }
   },
   "info": {
-    "description": "Wallet sign-in (EIP-4361), encrypted dataset upload, versions, rentals and audit. Errors are RFC 9457 application/problem+json. See docs/plane.md.",
+    "description": "Wallet sign-in (EIP-4361), encrypted dataset upload, versions, rentals, audit, and attested key release with leases. Errors are RFC 9457 application/problem+json. See docs/plane.md.",
     "title": "cce4long Privacy Plane",
     "version": "1.0.0"
   },
@@ -559,6 +893,114 @@ enum OpenAPI {
           }
         },
         "summary": "This document"
+      }
+    },
+    "/v1/access-log": {
+      "post": {
+        "operationId": "accessLog",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/AccessLogSubmission"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "201": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/AccessLogReceipt"
+                }
+              }
+            },
+            "description": "Recorded"
+          },
+          "400": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Malformed request"
+          },
+          "403": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Not allowed (not the owner; operator approval required)"
+          },
+          "404": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "No such dataset, version or rental"
+          },
+          "409": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Conflicts with the ledger (already exists, already ended)"
+          },
+          "413": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Body too large"
+          },
+          "415": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Wrong content type"
+          },
+          "422": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Well-formed but invalid fields"
+          },
+          "503": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Store or ledger unavailable"
+          }
+        },
+        "summary": "Record the Merkle root of a job's access log on the ledger (docs/key-release.md \u00a76)"
       }
     },
     "/v1/audit": {
@@ -1759,6 +2201,310 @@ enum OpenAPI {
           }
         ],
         "summary": "Delete a version's objects (the ledger keeps its history)"
+      }
+    },
+    "/v1/key-release": {
+      "post": {
+        "operationId": "keyRelease",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/ReleaseRequest"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ReleaseResponse"
+                }
+              }
+            },
+            "description": "Keys and lease"
+          },
+          "400": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Malformed request"
+          },
+          "403": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Not allowed (not the owner; operator approval required)"
+          },
+          "404": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "No such dataset, version or rental"
+          },
+          "409": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Conflicts with the ledger (already exists, already ended)"
+          },
+          "413": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Body too large"
+          },
+          "415": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Wrong content type"
+          },
+          "422": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Well-formed but invalid fields"
+          },
+          "503": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Store or ledger unavailable"
+          }
+        },
+        "summary": "Attested key release: evidence bound to the challenge, the ephemeral key and the Job Credential; the DEKs wrapped to the CVM and a signed lease (docs/key-release.md \u00a73)"
+      }
+    },
+    "/v1/key-release/challenge": {
+      "post": {
+        "operationId": "keyReleaseChallenge",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/ChallengeRequest"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "201": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Challenge"
+                }
+              }
+            },
+            "description": "Challenge"
+          },
+          "400": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Malformed request"
+          },
+          "403": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Not allowed (not the owner; operator approval required)"
+          },
+          "404": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "No such dataset, version or rental"
+          },
+          "413": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Body too large"
+          },
+          "415": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Wrong content type"
+          },
+          "422": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Well-formed but invalid fields"
+          },
+          "503": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Store or ledger unavailable"
+          }
+        },
+        "summary": "A single-use, MAC'd challenge for a key release (docs/key-release.md \u00a71); no token: the credential and the evidence authenticate"
+      }
+    },
+    "/v1/leases/renew": {
+      "post": {
+        "operationId": "renewLease",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/LeaseRenewRequest"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Lease"
+                }
+              }
+            },
+            "description": "Lease"
+          },
+          "400": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Malformed request"
+          },
+          "403": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Not allowed (not the owner; operator approval required)"
+          },
+          "404": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "No such dataset, version or rental"
+          },
+          "413": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Body too large"
+          },
+          "415": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Wrong content type"
+          },
+          "422": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Well-formed but invalid fields"
+          },
+          "503": {
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            },
+            "description": "Store or ledger unavailable"
+          }
+        },
+        "summary": "Renew a lease; the rental is checked again (docs/key-release.md \u00a75)"
       }
     }
   },

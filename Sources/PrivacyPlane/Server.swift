@@ -7,6 +7,7 @@ import Envelope
 import Foundation
 import HTTPTypes
 import Hummingbird
+import KeyRelease
 import Ledger
 import Logging
 import ObjectStore
@@ -135,11 +136,20 @@ public final class PlaneServer: Sendable {
         let keys = try PlaneKeys(kek: try sealing.unsealKEK(), insecure: sealing.isInsecure)
         let store = try ObjectStores.open(url: config.store, create: config.store.hasPrefix("file://"), environment: environment)
         let ledger = try Ledgers.open(config.ledger, writable: true)
-        self.init(service: PlaneService(config: config, keys: keys, store: store, ledger: ledger, logger: log), logger: log, extraRoutes: extraRoutes)
+        let service = PlaneService(config: config, keys: keys, store: store, ledger: ledger, logger: log)
+        let keyRelease: KeyReleaseAuthority?
+        do { keyRelease = try KeyReleaseAuthority.forPlane(config: config, service: service) } catch let e as PlaneConfigError { throw e } catch {
+            throw PlaneConfigError("key release cannot start: \(error)")
+        }
+        self.init(service: service, logger: log, keyRelease: keyRelease, extraRoutes: extraRoutes)
     }
 
-    /// - Parameter extraRoutes: adds routes beyond the built-in API (the key-release routes).
-    public init(service: PlaneService, logger: Logger, extraRoutes: ((PlaneRouteRegistrar, PlaneService) -> Void)? = nil) {
+    /// - Parameters:
+    ///   - keyRelease: the attested key-release authority behind the `/v1/key-release…` routes
+    ///     (nil: they answer 503).
+    ///   - extraRoutes: adds routes beyond the built-in API.
+    public init(service: PlaneService, logger: Logger, keyRelease: KeyReleaseAuthority? = nil,
+                extraRoutes: ((PlaneRouteRegistrar, PlaneService) -> Void)? = nil) {
         self.service = service
         self.logger = logger
         let router = Router(context: BasicRequestContext.self)
@@ -151,6 +161,7 @@ public final class PlaneServer: Sendable {
             router.on(RouterPath(path), method: method) { req, ctx in try await handler(req, ctx) }
         }
         Routes.register(on: on, service: service, metrics: metrics)
+        KeyReleaseRoutes.register(on: on, authority: keyRelease)
         extraRoutes?(on, service)
         self.routes = specs
         table.withLock { $0 = RouteTable(specs) }

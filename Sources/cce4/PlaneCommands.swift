@@ -31,6 +31,9 @@ struct PlaneCommand: ParsableCommand {
         @Option(help: "Chain id that sign-in messages must carry (default 1).") var chainId: UInt64?
         @Option(help: "Bearer-token lifetime in seconds (default 3600).") var tokenTtl: UInt64?
         @Option(help: "Largest upload in bytes.") var maxUploadBytes: Int64?
+        @Option(help: ArgumentHelp("Release dataset keys to attested CVMs under this attestation policy (allow-listed measurements; `allowSimulated` for development). Without it the key-release routes answer 503.", valueName: "file")) var attestationPolicy: String?
+        @Option(help: ArgumentHelp("Attestation collateral (Intel PCS / AMD KDS files, or simulated_key.pub to pin the simulated provider).", valueName: "dir")) var attestationCollateral: String?
+        @Option(help: "Longest lease key release grants, seconds (default 300; the rental's end caps it too).") var leaseTtl: UInt64?
         @Option(name: .customLong("insecure-dev-kek"), help: ArgumentHelp(
             "DEVELOPMENT ONLY: take the key-encryption key from this file (`cce4 key generate`). Every response and log line is labelled insecure.",
             valueName: "file")) var insecureDevKEK: String?
@@ -49,6 +52,9 @@ struct PlaneCommand: ParsableCommand {
                 if let chainId { c.chainID = chainId }
                 if let tokenTtl { c.tokenTTL = tokenTtl }
                 if let maxUploadBytes { c.maxUploadBytes = maxUploadBytes }
+                if let attestationPolicy { c.attestationPolicy = attestationPolicy }
+                if let attestationCollateral { c.attestationCollateral = attestationCollateral }
+                if let leaseTtl { c.leaseTTL = leaseTtl }
                 if let insecureDevKEK { c.sealing = .devKeyFile; c.devKEKFile = insecureDevKEK; c.allowInsecureDevKEK = true }
                 // Every log line of every component (the ledger's too) carries the sealing label
                 // when the KEK is not TEE-sealed.
