@@ -47,17 +47,17 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 
 # ---------------------------------------------------------------------------
-step "1/11  Generating a synthetic longevity dataset in $SRC"
+step "1/12  Generating a synthetic longevity dataset in $SRC"
 "$PY" scripts/make_demo_data.py "$SRC" | sed 's/^/    /'
 (cd "$SRC" && find . -print | sed 's|^\./||' | grep -v '^\.$' | sort) | sed 's/^/      /'
 
 # ---------------------------------------------------------------------------
-step "2/11  Generating a dataset key: $CCE4 key generate --insecure-key-file $KEY"
+step "2/12  Generating a dataset key: $CCE4 key generate --insecure-key-file $KEY"
 "$CCE4" key generate --insecure-key-file "$KEY"
 info "key file $KEY written (mode 0600; development only -- production keys are released to attested VMs)"
 
 # ---------------------------------------------------------------------------
-step "3/11  Packing (encrypting) $SRC into $STORE as dataset '$DATASET'"
+step "3/12  Packing (encrypting) $SRC into $STORE as dataset '$DATASET'"
 info "$CCE4 dataset pack $SRC --store $STORE --dataset $DATASET --insecure-key-file $KEY"
 ROOT=$("$CCE4" dataset pack "$SRC" --store "$STORE" --dataset "$DATASET" --insecure-key-file "$KEY")
 [[ $ROOT =~ ^[0-9a-f]{64}$ ]] || die "pack printed '$ROOT', not a 64-hex-digit root hash"
@@ -66,7 +66,7 @@ info "  $ROOT"
 READ_OPTS=(--store "$STORE" --dataset "$DATASET" --root "$ROOT" --insecure-key-file "$KEY")
 
 # ---------------------------------------------------------------------------
-step "4/11  Recording the version on the ledger and renting it to a consumer"
+step "4/12  Recording the version on the ledger and renting it to a consumer"
 LEDGER=$WORK/ledger.cce4
 printf 'demo password\n' > "$WORK/password"
 OWNER=$("$CCE4" wallet new --keystore "$WORK/provider.json" --password-file "$WORK/password" --kdf light)
@@ -91,7 +91,7 @@ info "$("$CCE4" ledger check-proof --proof "$WORK/proof.json" --checkpoint "$WOR
 info "$("$CCE4" ledger verify --ledger "$LEDGER" --checkpoint "$WORK/checkpoint" --signer "$OWNER")"
 
 # ---------------------------------------------------------------------------
-step "5/11  What the storage provider sees: opaque objects only"
+step "5/12  What the storage provider sees: opaque objects only"
 OBJECTS=$(find "$STORE_DIR" -type f -path '*/objects/*' | sort)
 N_OBJECTS=$(printf '%s\n' "$OBJECTS" | wc -l | tr -d ' ')
 info "$N_OBJECTS object files under $STORE_DIR/$DATASET/objects; a few of them:"
@@ -131,15 +131,15 @@ done
 info "no participant ids, column names, file names, attributes or file-format headers in the store"
 
 # ---------------------------------------------------------------------------
-step "6/11  Verifying every object: $CCE4 dataset verify"
+step "6/12  Verifying every object: $CCE4 dataset verify"
 "$CCE4" dataset verify "${READ_OPTS[@]}" | sed 's/^/    /'
 
 # ---------------------------------------------------------------------------
-step "7/11  Listing the dataset (decrypted directory objects): $CCE4 dataset ls -lR"
+step "7/12  Listing the dataset (decrypted directory objects): $CCE4 dataset ls -lR"
 "$CCE4" dataset ls -lR "${READ_OPTS[@]}" | sed 's/^/    /'
 
 # ---------------------------------------------------------------------------
-step "8/11  Reading every file back with '$CCE4 dataset cat' into $READBACK"
+step "8/12  Reading every file back with '$CCE4 dataset cat' into $READBACK"
 mkdir -p "$READBACK"
 # Regular files as the dataset itself lists them ('-' in the mode column).
 "$CCE4" dataset ls -lR "${READ_OPTS[@]}" \
@@ -203,7 +203,7 @@ diff -u "$WORK/analysis-source.txt" "$WORK/analysis-readback.txt" >/dev/null \
 info "  from $SRC: identical output"
 
 # ---------------------------------------------------------------------------
-step "9/11  Mounting the dataset with cce4fs and analysing it in place (pandas, pyarrow, numpy)"
+step "9/12  Mounting the dataset with cce4fs and analysing it in place (pandas, pyarrow, numpy)"
 [ -x "$CCE4FS" ] || die "no cce4fs binary at $CCE4FS: run 'swift build -c release' or set CCE4FS=path/to/cce4fs"
 mkdir -p "$MNT"
 cleanup_mount() { if grep -q " $(realpath "$MNT") " /proc/mounts 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi; }
@@ -226,7 +226,70 @@ trap - EXIT
 info "unmounted"
 
 # ---------------------------------------------------------------------------
-step "10/11  Tamper check: flip one byte in a copy of the store and verify again"
+step "10/12  The Privacy Plane: push through it, rent, mount with attested key release"
+PLANE_DIR=$WORK/plane
+mkdir -p "$PLANE_DIR"
+"$CCE4" key generate --insecure-key-file "$PLANE_DIR/kek" >/dev/null
+"$CCE4" ledger init --ledger "$PLANE_DIR/ledger" >/dev/null
+# The audited job image's TEE measurement (48 bytes). Here a simulated one: this machine has no
+# TDX/SEV-SNP, so the plane's policy allows simulated evidence, and labels every release so.
+MEASUREMENT=$(printf 'cce4long demo job image v1' | sha384sum | cut -d' ' -f1)
+printf '{"measurements": ["%s"], "allowSimulated": true}\n' "$MEASUREMENT" > "$PLANE_DIR/attestation-policy.json"
+info "$CCE4 plane serve --store file://$PLANE_DIR/store --ledger $PLANE_DIR/ledger --insecure-dev-kek … --attestation-policy …"
+"$CCE4" plane serve --store "file://$PLANE_DIR/store" --ledger "$PLANE_DIR/ledger" --insecure-dev-kek "$PLANE_DIR/kek" \
+    --port 0 --attestation-policy "$PLANE_DIR/attestation-policy.json" >"$PLANE_DIR/serve.out" 2>"$PLANE_DIR/serve.log" &
+PLANE_PID=$!
+stop_plane() { kill "$PLANE_PID" 2>/dev/null && wait "$PLANE_PID" 2>/dev/null || true; }
+cleanup_plane() { cleanup_mount; stop_plane; }
+trap cleanup_plane EXIT
+for _ in $(seq 1 100); do grep -q '^listening on ' "$PLANE_DIR/serve.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^listening on ' "$PLANE_DIR/serve.out" || die "the plane did not start: $(tail -3 "$PLANE_DIR/serve.log")"
+PLANE_URL=$(awk '/^listening on /{print $3}' "$PLANE_DIR/serve.out")
+OPERATOR=$(awk '/^listening on /{print $5}' "$PLANE_DIR/serve.out")
+info "plane at $PLANE_URL, operator identity $OPERATOR (derived from its KEK; clients pin it)"
+info "provider: $CCE4 dataset push $SRC --plane $PLANE_URL --keystore provider.json --dataset $DATASET --create --approve"
+PLANE_ROOT=$("$CCE4" dataset push "$SRC" --plane "$PLANE_URL" $(SIGN_AS provider) --dataset "$DATASET" --create --approve --quiet) \
+    || die "the push through the plane failed"
+[[ $PLANE_ROOT =~ ^[0-9a-f]{64}$ ]] || die "push printed '$PLANE_ROOT', not a root hash"
+info "the plane encrypted the upload in memory under a fresh per-dataset key: root $PLANE_ROOT"
+for needle in 'SYN-P00001' 'participant_id,sex,birth_year' 'epigenetic_age_years'; do
+    if LC_ALL=C grep -rlaF -e "$needle" "$PLANE_DIR" >/dev/null; then die "\"$needle\" is in the plane's store or files"; fi
+done
+info "no plaintext in the plane's store, ledger or logs"
+RENTAL=$("$CCE4" plane rent --plane "$PLANE_URL" $(SIGN_AS provider) --dataset "$DATASET" --user "$CONSUMER" --for 1d 2>/dev/null) \
+    || die "the rental through the plane failed"
+info "provider rented it to $CONSUMER through the plane (rental $RENTAL)"
+"$CCE4" job credential $(SIGN_AS consumer) --job demo-analysis --dataset "$DATASET@$PLANE_ROOT" --measurement "$MEASUREMENT" \
+    --image "sha256:$(printf 'demo image' | sha256sum | cut -d' ' -f1)" --valid-for 3600 -o "$PLANE_DIR/credential.json"
+info "consumer signed a Job Credential (job, dataset version, image measurement, expiry)"
+info "$CCE4FS file://…/store $MNT -o dataset=$DATASET,root=…,plane=$PLANE_URL,credential=…,attest=simulated,plane_identity=$OPERATOR,lease_ttl=5"
+"$CCE4FS" "file://$PLANE_DIR/store" "$MNT" -o "dataset=$DATASET,root=$PLANE_ROOT,plane=$PLANE_URL,credential=$PLANE_DIR/credential.json,attest=simulated,plane_identity=$OPERATOR,lease_ttl=5" \
+    2>"$PLANE_DIR/cce4fs.err" || die "the plane mount failed: $(cat "$PLANE_DIR/cce4fs.err")"
+info "the key arrived over attested ECDHE; the mount is live"
+"$PY" scripts/analysis.py "$MNT" > "$WORK/analysis.plane.txt" || die "the analysis failed on the plane mount"
+cmp -s "$WORK/analysis.plane.txt" "$WORK/analysis.source.txt" || die "the analysis differs between the plane mount and the source"
+info "python scripts/analysis.py on the plane mount: same result as on the source"
+"$CCE4" plane end-rental --plane "$PLANE_URL" $(SIGN_AS provider) --dataset "$DATASET" --rental "$RENTAL" >/dev/null
+info "provider ended the rental; within one lease (5 s) the mount stops serving:"
+DENIED=""
+for _ in $(seq 1 40); do
+    if ! cat "$MNT/cohort/participants.csv" >/dev/null 2>"$PLANE_DIR/denied.err"; then DENIED=$(sed 's/^cat: //' "$PLANE_DIR/denied.err"); break; fi
+    sleep 0.25
+done
+[ -n "$DENIED" ] || die "the mount still served files 10 s after the rental ended"
+info "  $DENIED"
+umount "$MNT" || die "umount failed"
+for _ in $(seq 1 50); do "$CCE4" ledger events --ledger "$PLANE_DIR/ledger" --kind access.log | grep -q . && break; sleep 0.1; done
+info "the plane's ledger (every entry signed; the key release recorded before the key left):"
+"$CCE4" ledger events --ledger "$PLANE_DIR/ledger" | awk -F'\t' '{printf "      %-4s %-24s %s\n", $1, $3, $5}'
+"$CCE4" ledger events --ledger "$PLANE_DIR/ledger" --kind access.log | grep -q . || die "the access log's root is not on the ledger"
+"$CCE4" ledger verify --ledger "$PLANE_DIR/ledger" | sed 's/^/    /'
+stop_plane
+trap - EXIT
+info "plane stopped"
+
+# ---------------------------------------------------------------------------
+step "11/12  Tamper check: flip one byte in a copy of the store and verify again"
 cp -R "$STORE_DIR" "$TAMPERED_DIR"
 # The largest object file; flip the lowest bit of its middle byte.
 VICTIM=$("$PY" - "$TAMPERED_DIR" <<'EOF'
@@ -266,7 +329,7 @@ info "reading the damaged file also fails (exit $CAT_RC):"
 sed 's/^/      /' "$WORK/tampered-cat.err"
 
 # ---------------------------------------------------------------------------
-step "11/11  Summary"
+step "12/12  Summary"
 STORE_BYTES=$(find "$STORE_DIR" -type f -path '*/objects/*' -exec cat {} + | wc -c | tr -d ' ')
 SRC_BYTES=$(find "$SRC" -type f -exec cat {} + | wc -c | tr -d ' ')
 info "dataset        $DATASET, root $ROOT"
@@ -275,6 +338,7 @@ info "store          $N_OBJECTS opaque objects, $STORE_BYTES bytes in $STORE_DIR
 info "confidential   no plaintext ids, column names, file names, attributes or format headers in the store"
 info "verify         OK on the real store; exit 65 naming the bad object on the tampered copy"
 info "ledger         version $ROOT recorded, rented to $CONSUMER; signed checkpoint and inclusion proof check"
+info "plane          pushed, rented, key released to a (simulated) attested mount; revoked within a lease; access log on the ledger"
 info "round trip     every file byte-identical; same analysis results from source and read-back"
 info "took           $((SECONDS - START)) s"
 printf '\nDEMO PASSED\n'

@@ -14,7 +14,8 @@ struct PlaneOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The Privacy Plane's URL, e.g. https://plane.example:8443. Default: $CCE4_PLANE.", valueName: "url"))
     var plane: String?
 
-    @Option(help: ArgumentHelp("Your wallet: a keystore v3 file (`cce4 wallet new`, geth, MetaMask). Default: $CCE4_KEYSTORE.", valueName: "keystore"))
+    @Option(name: [.customLong("keystore"), .customLong("wallet")],
+            help: ArgumentHelp("Your wallet: a keystore v3 file (`cce4 wallet new`, geth, MetaMask); --wallet is the same. Default: $CCE4_KEYSTORE.", valueName: "file"))
     var wallet: String?
 
     @Option(help: ArgumentHelp("A file whose first line is the keystore's password. Default: $CCE4_WALLET_PASSWORD, else a prompt on the terminal.", valueName: "file"))
@@ -175,7 +176,7 @@ extension DatasetCommand {
 
 /// The client subcommands of `cce4 plane` (PlaneCommands.swift lists them next to `serve`).
 enum PlaneClientCommands {
-    static let all: [any ParsableCommand.Type] = [Login.self, Approve.self, Versions.self]
+    static let all: [any ParsableCommand.Type] = [Login.self, Approve.self, Versions.self, Rent.self, EndRental.self, RentalStatus.self]
 
     struct Login: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -218,6 +219,74 @@ enum PlaneClientCommands {
                 let c = try plane.signedIn(key)
                 let r = try planeCall { try c.approveOperator(wallet: key, expectedOperator: want) }
                 print("approved \(r.operator) as operator for \(r.owner)" + (r.expires == 0 ? " (revoked)" : " until \(r.expires)") + " (nonce \(r.nonce))")
+            }
+        }
+    }
+
+    struct Rent: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Grant a rental of a dataset you own to USER through the plane (ERC-4907 setUser on the ledger); print the rental id.",
+            discussion: "The plane records it as your approved operator (`cce4 plane approve` once first).")
+        @OptionGroup var plane: PlaneOptions
+        @Option(help: ArgumentHelp("The dataset id.", valueName: "id")) var dataset: String
+        @Option(help: ArgumentHelp("The consumer's address.", valueName: "address")) var user: String
+        @Option(help: "End of the rental (exclusive): RFC 3339 or Unix seconds.") var until: String?
+        @Option(name: .customLong("for"), help: "Length of the rental from now: e.g. 3600s, 90m, 12h, 30d.") var duration: String?
+
+        func run() throws {
+            try guarded {
+                let now = UInt64(Date().timeIntervalSince1970)
+                let expires: UInt64
+                switch (until, duration) {
+                case (let u?, nil): expires = try parseTime(u)
+                case (nil, let d?):
+                    let (x, overflow) = now.addingReportingOverflow(try parseDuration(d))
+                    guard !overflow, x <= UInt64(Int64.max) else { throw Failure(description: "--for \(d) is too long", exitCode: Failure.usage) }
+                    expires = x
+                default: throw Failure(description: "give the end once: --until TIME or --for DURATION", exitCode: Failure.usage)
+                }
+                let u: Address
+                do { u = try Address(user) } catch { throw Failure(description: "--user: \(error)", exitCode: Failure.usage) }
+                let c = try plane.signedIn(try plane.key())
+                let r = try planeCall { try c.createRental(id: dataset, user: u, expires: Int64(expires)) }
+                print(r.rentalId.value)
+                FileHandle.standardError.write(Data("rental \(r.rentalId.value): \(r.user) may use \(dataset) until \(formatTime(UInt64(r.expires)))\n".utf8))
+            }
+        }
+    }
+
+    struct EndRental: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "end-rental", abstract: "End a rental of a dataset you own early, through the plane.")
+        @OptionGroup var plane: PlaneOptions
+        @Option(help: ArgumentHelp("The dataset id.", valueName: "id")) var dataset: String
+        @Option(help: ArgumentHelp("The rental id (`cce4 plane rent` printed it).", valueName: "id")) var rental: UInt64
+        func run() throws {
+            try guarded {
+                let c = try plane.signedIn(try plane.key())
+                try planeCall { try c.endRental(id: dataset, rentalId: String(rental)) }
+                print("rental \(rental) of \(dataset) ended")
+            }
+        }
+    }
+
+    struct RentalStatus: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rental", abstract: "Whether USER holds an active rental of a dataset (exit 0 yes, 1 no). No sign-in needed.")
+        @OptionGroup var plane: PlaneOptions
+        @Option(help: ArgumentHelp("The dataset id.", valueName: "id")) var dataset: String
+        @Option(help: ArgumentHelp("The address to ask about.", valueName: "address")) var user: String
+        func run() throws {
+            try guarded {
+                let u: Address
+                do { u = try Address(user) } catch { throw Failure(description: "--user: \(error)", exitCode: Failure.usage) }
+                let c = try plane.client()
+                let s = try planeCall { try c.rental(id: dataset, user: u) }
+                if s.active {
+                    print("active: rental \(s.rentalId.map { "\($0.value)" } ?? "?") until \(s.expires.map { formatTime(UInt64($0)) } ?? "?")")
+                } else {
+                    print("no active rental")
+                    throw ExitCode(1)
+                }
             }
         }
     }
