@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .library(name: "Envelope", targets: ["Envelope"]),
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
+        .library(name: "CurlHTTP", targets: ["CurlHTTP"]),
         .library(name: "Dataset", targets: ["Dataset"]),
         .executable(name: "cce4", targets: ["cce4"]),
         .executable(name: "cce4-bench", targets: ["cce4-bench"]),
@@ -43,8 +44,10 @@ let package = Package(
         ),
         // Formats and keys. Pure: no I/O, no FUSE, no network.
         .target(name: "Envelope", dependencies: ["COpenSSL"], swiftSettings: strict),
+        // HTTP over libcurl for every client: pooled keep-alive handles, timeouts, retries, SigV4.
+        .target(name: "CurlHTTP", dependencies: ["CCurl"], swiftSettings: strict),
         // The ObjectStore protocol and its backends.
-        .target(name: "ObjectStore", dependencies: ["CCurl"], swiftSettings: strict),
+        .target(name: "ObjectStore", dependencies: ["CurlHTTP"], swiftSettings: strict),
         // Datasets: the packer, the reader and the verifier over Envelope + ObjectStore.
         .target(
             name: "Dataset",
@@ -86,7 +89,8 @@ let package = Package(
         // Helpers shared by the test targets: temp dirs, subprocesses, the repo's venv.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "EnvelopeTests", dependencies: ["Envelope", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "CurlHTTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"], swiftSettings: strict),
         .testTarget(name: "AttestationTests", dependencies: ["Attestation", "TestSupport"], swiftSettings: strict),

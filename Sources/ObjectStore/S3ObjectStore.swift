@@ -2,6 +2,7 @@
 import Dispatch
 import Foundation
 import Synchronization
+import CurlHTTP
 
 /// Objects are S3 objects named PREFIX/KEY. Requests are signed with SigV4 (libcurl's
 /// CURLOPT_AWS_SIGV4), sent over a pool of kept-alive connections, and retried with backoff
@@ -16,7 +17,17 @@ public final class S3ObjectStore: ObjectStore {
 
     public init(config: S3Config) throws(ObjectStoreError) {
         self.config = config
-        client = CurlClient(region: config.region, credentials: config.credentials, options: config.options)
+        var http = HTTPClientOptions()
+        http.connectTimeout = config.options.connectTimeout
+        http.stallTimeout = config.options.stallTimeout
+        http.maxAttempts = config.options.maxAttempts
+        http.retryTime = config.options.retryTime
+        http.maxIdleConnections = config.options.maxIdleConnections
+        http.caFile = config.options.caFile
+        http.sigV4 = SigV4(region: config.region, accessKey: config.credentials.accessKey,
+                           secretKey: config.credentials.secretKey, sessionToken: config.credentials.sessionToken)
+        http.errorLabel = { S3XML.error($0)?.code }
+        client = CurlClient(options: http)
         let o = config.options
         if o.blockSize > 0 {
             let disk = try o.diskCacheDirectory.map { d throws(ObjectStoreError) in try DiskBlockCache(directory: d, limit: o.diskCacheLimit) }
@@ -114,7 +125,7 @@ public final class S3ObjectStore: ObjectStore {
         var result: Result<HTTPResponse, ObjectStoreError> = .failure(ObjectStoreError(.io, key: key, "\(what): not sent"))
         bytes.withUnsafeBytes { b in
             var r = req
-            r.body = b
+            r.body = .bytes(b)
             do throws(ObjectStoreError) { result = .success(try send(r, key: key, what)) } catch { result = .failure(error) }
         }
         return try result.get()

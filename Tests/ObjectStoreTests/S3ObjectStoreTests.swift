@@ -3,6 +3,7 @@
 // the retry schedule) without I/O.
 import Foundation
 @testable import ObjectStore
+import CurlHTTP
 import TestSupport
 import Testing
 
