@@ -270,7 +270,7 @@ def register(dataset: String[64], policyHash: bytes32, owner: address) -> uint25
 @external
 def addVersion(tokenId: uint256, root: bytes32):
     owner: address = self._datasetOwner(tokenId)
-    assert self._authorized(owner, msg.sender), "only the dataset's owner or an operator it approved may do this"
+    assert self._authorized(owner, msg.sender), "only the owner of the dataset or an operator it approved may do this"
     assert root != empty(bytes32), "a root hash of zeros names no version"
     assert self._versionIndex[tokenId][root] == 0, "that root is already a version of the dataset"
     n: uint256 = self.versionCount[tokenId]
@@ -321,7 +321,7 @@ def _setUser(tokenId: uint256, user: address, expires: uint64):
 def _checkRental(tokenId: uint256):
     dataset: uint256 = self.rentalDataset[tokenId]
     assert dataset != 0, "no such rental"
-    assert self._authorized(self._owners[dataset], msg.sender), "only the dataset's owner or an operator it approved may do this"
+    assert self._authorized(self._owners[dataset], msg.sender), "only the owner of the dataset or an operator it approved may do this"
 
 @external
 def rent(datasetToken: uint256, user: address, expires: uint64) -> uint256:
@@ -330,7 +330,7 @@ def rent(datasetToken: uint256, user: address, expires: uint64) -> uint256:
             ERC-4907 user is `user` until `expires` (exclusive). Returns its id.
     """
     owner: address = self._datasetOwner(datasetToken)
-    assert self._authorized(owner, msg.sender), "only the dataset's owner or an operator it approved may do this"
+    assert self._authorized(owner, msg.sender), "only the owner of the dataset or an operator it approved may do this"
     assert user != empty(address), "a rental's user cannot be the zero address"
     assert convert(expires, uint256) > block.timestamp, "the rental would expire at or before the block's time"
     rentalId: uint256 = self.nextRentalId

@@ -143,7 +143,7 @@ class Contracts(unittest.TestCase):
         self.assertEqual(self.view("policyHash(uint256)", ["bytes32"], ds)[0], b"\x07" * 32)
         self.refused("already registered", self.owner, "register(string,bytes32,address)", "aging", b"\x07" * 32, self.addr[self.owner])
         self.refused("only the owner or an operator", self.mallory, "register(string,bytes32,address)", "other", b"\x07" * 32, self.addr[self.owner])
-        self.refused("only the dataset's owner", self.mallory, "addVersion(uint256,bytes32)", ds, b"\x01" * 32)
+        self.refused("only the owner of the dataset", self.mallory, "addVersion(uint256,bytes32)", ds, b"\x01" * 32)
         self.refused("zeros", self.owner, "addVersion(uint256,bytes32)", ds, b"\x00" * 32)
         self.tx(self.owner, "addVersion(uint256,bytes32)", ds, b"\x01" * 32)
         self.refused("already a version", self.owner, "addVersion(uint256,bytes32)", ds, b"\x01" * 32)
@@ -178,12 +178,12 @@ class Contracts(unittest.TestCase):
         c = self.chain
         ds = self.register()
         alice, bob = self.addr[self.alice], self.addr[self.bob]
-        self.refused("only the dataset's owner", self.mallory, "rent(uint256,address,uint64)", ds, alice, c.now() + 1000)
+        self.refused("only the owner of the dataset", self.mallory, "rent(uint256,address,uint64)", ds, alice, c.now() + 1000)
         r1 = self.rent(ds, alice, c.now() + 1000)
         r2 = self.rent(ds, bob, c.now() + 1000)
         self.assertEqual((r1, r2), (1, 2))
-        self.refused("only the dataset's owner", self.mallory, "setUser(uint256,address,uint64)", r1, self.addr[self.mallory], c.now() + 1000)
-        self.refused("only the dataset's owner", self.alice, "endRental(uint256)", r1)
+        self.refused("only the owner of the dataset", self.mallory, "setUser(uint256,address,uint64)", r1, self.addr[self.mallory], c.now() + 1000)
+        self.refused("only the owner of the dataset", self.alice, "endRental(uint256)", r1)
         self.refused("no such rental", self.owner, "setUser(uint256,address,uint64)", ds, alice, c.now() + 1000)
         r = self.tx(self.owner, "endRental(uint256)", r1)
         upd = keccak(text="UpdateUser(uint256,address,uint64)").hex()
@@ -228,7 +228,7 @@ class Contracts(unittest.TestCase):
         self.assertEqual(to_checksum_address(self.view("ownerOf(uint256)", ["address"], ds)[0]), owner)
         self.rent(ds, alice, c.now() + 1000, key=self.op)
         self.tx(self.owner, "setApprovalForAll(address,bool)", op, False)
-        self.refused("only the dataset's owner", self.op, "rent(uint256,address,uint64)", ds, alice, c.now() + 1000)
+        self.refused("only the owner of the dataset", self.op, "rent(uint256,address,uint64)", ds, alice, c.now() + 1000)
         # by signature (anyone submits); expiry boundary
         t = c.now() + 50
         self.approve_by_sig(self.owner, owner, op, t, 1)
@@ -249,7 +249,7 @@ class Contracts(unittest.TestCase):
         self.approve_by_sig(self.owner, owner, op, c.now() + 1000, 5)
         self.tx(self.op, "addVersion(uint256,bytes32)", ds, b"\x06" * 32)
         self.approve_by_sig(self.owner, owner, op, 0, 6)
-        self.refused("only the dataset's owner", self.op, "addVersion(uint256,bytes32)", ds, b"\x08" * 32)
+        self.refused("only the owner of the dataset", self.op, "addVersion(uint256,bytes32)", ds, b"\x08" * 32)
 
     def test_audit_writers(self):
         c = self.chain
