@@ -209,6 +209,30 @@ import Wallet
         for (name, g) in gas { #expect(g > 21_000 && g < 300_000, "\(name): \(g)") }
     }
 
+    /// `cce4 ledger deploy`, then the other ledger commands with --ledger evm+http://….
+    @Test func cliOnTheChain() throws {
+        let dir = TempDir()
+        let who = try ProcessTests.wallets(dir, ["owner", "user"])
+        for w in ["owner", "user"] { try Chain.rpc("eth_sendTransaction", [["from": Chain.deployer.address.checksummed, "to": who[w]!, "value": "0xde0b6b3a7640000"]]) }
+        let loc = try ProcessTests.cli(["ledger", "deploy", "--rpc", Chain.devnet.url, "--keystore", dir.sub("owner.json"), "--block", "latest"])
+            .stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(loc.hasPrefix("evm+http://127.0.0.1:") && loc.contains("&block=latest") && loc.contains("&from="), "\(loc)")
+        try ProcessTests.cli(["ledger", "dataset", "register", "--ledger", loc, "--keystore", dir.sub("owner.json"), "--dataset", "aging",
+                              "--policy-hash", Hex.encode(policy), "--root", Hex.encode(root(1))])
+        var r = try ProcessTests.cli(["ledger", "rent", "--ledger", loc, "--keystore", dir.sub("owner.json"), "--dataset", "aging", "--user", who["user"]!, "--for", "1d"])
+        #expect(r.stdoutText.hasPrefix("rental 1: "))
+        r = try ProcessTests.cli(["ledger", "status", "--ledger", loc, "--dataset", "aging", "--user", who["user"]!])
+        #expect(r.stdoutText.hasPrefix("active: rental 1"))
+        r = try ProcessTests.cli(["ledger", "status", "--ledger", loc, "--dataset", "aging", "--user", who["owner"]!], ok: false)
+        #expect(r.status == 1)
+        r = try ProcessTests.cli(["ledger", "rent", "--ledger", loc, "--keystore", dir.sub("user.json"), "--dataset", "aging", "--user", who["user"]!, "--for", "1d"], ok: false)
+        #expect(r.status != 0 && r.stderr.contains("only the owner"), "\(r.stderr)")
+        r = try ProcessTests.cli(["ledger", "events", "--ledger", loc, "--dataset", "aging"])
+        #expect(r.stdoutText.split(separator: "\n").map { $0.split(separator: "\t")[2] } == ["dataset.register", "dataset.version", "rental.set"])
+        r = try ProcessTests.cli(["ledger", "status", "--ledger", loc.replacingOccurrences(of: "chain=\(Chain.devnet.chainID)", with: "chain=5")], ok: false)
+        #expect(r.status != 0 && r.stderr.contains("chain id mismatch"), "\(r.stderr)")
+    }
+
     @Test func contractsBuildMatchesSourcesAndPassTheirTests() throws {
         let check = try run(Repo.python, [Repo.root + "/scripts/compile_contracts.py", "--check"])
         #expect(check.status == 0, "\(check.stderr)")
