@@ -61,6 +61,9 @@ event OperatorApproved:
     actor: indexed(address)
     expires: uint64
     nonce: uint64
+    v: uint8
+    r: bytes32
+    s: bytes32
 
 struct UserInfo:
     user: address
@@ -157,7 +160,7 @@ def approveOperatorBySig(owner: address, operator: address, expires: uint64, non
     @notice EIP-712 OperatorApproval(owner, operator, expires, nonce) signed by `owner`; anyone
             may submit it. expires = 0 revokes. The nonce must exceed the owner's last one.
     """
-    assert nonce > self.approvalNonce[owner], "approval nonce already used (it must exceed the owner's last)"
+    assert nonce > self.approvalNonce[owner], "approval nonce already used: a replay or out of order (it must exceed the owner's last)"
     assert expires == 0 or convert(expires, uint256) > block.timestamp, "the approval has already expired"
     assert convert(s, uint256) <= SECP256K1N_HALF, "signature has a high s (EIP-2)"
     assert v == 27 or v == 28, "signature v must be 27 or 28"
@@ -167,7 +170,7 @@ def approveOperatorBySig(owner: address, operator: address, expires: uint64, non
     assert signer != empty(address) and signer == owner, "the approval is not signed by its owner"
     self.approvalNonce[owner] = nonce
     self.operatorExpires[owner][operator] = expires
-    log OperatorApproved(owner=owner, operator=operator, actor=msg.sender, expires=expires, nonce=nonce)
+    log OperatorApproved(owner=owner, operator=operator, actor=msg.sender, expires=expires, nonce=nonce, v=v, r=r, s=s)
     log ApprovalForAll(owner=owner, operator=operator, approved=expires != 0)
 
 
@@ -257,7 +260,7 @@ def register(dataset: String[64], policyHash: bytes32, owner: address) -> uint25
     """
     assert len(dataset) > 0, "a dataset id is 1 to 64 characters"
     assert owner != empty(address), "the zero address cannot own a dataset"
-    assert self._authorized(owner, msg.sender), "only the owner or an operator it approved may register a dataset for it"
+    assert self._authorized(owner, msg.sender), "the sender may not register a dataset for that owner: it is not the owner nor an operator the owner approved"
     tokenId: uint256 = convert(keccak256(dataset), uint256)
     assert tokenId > convert(max_value(uint64), uint256), "dataset id hashes into the rental id range"
     assert len(self.datasetName[tokenId]) == 0, "dataset is already registered"

@@ -285,6 +285,7 @@ public final class EVMLedger {
         "version": ABI.topic("VersionAdded(uint256,address,bytes32)"),
         "rental": ABI.topic("RentalSet(uint256,uint256,address,address,uint64)"),
         "audit": ABI.topic("Recorded(address,uint256,string,string,bytes32)"),
+        "approval": ABI.topic("OperatorApproved(address,address,address,uint64,uint64,uint8,bytes32,bytes32)"),
     ]
 
     struct Log: Equatable {
@@ -368,7 +369,7 @@ public final class EVMLedger {
                 guard Self.tokenID(d) == log.topics[1] else { throw fail("the dataset id does not hash to its token id") }
                 datasetNames[log.topics[1]] = d
                 actor = try topicAddress(3)
-                op = .registerDataset(dataset: d, policyHash: policy)
+                op = .registerDataset(dataset: d, policyHash: policy, owner: try topicAddress(2))
             } else if log.address == location.rental && t0 == Self.topics["version"]! {
                 guard log.topics.count == 3 else { throw fail("wrong topics") }
                 actor = try topicAddress(2)
@@ -378,6 +379,13 @@ public final class EVMLedger {
                 let id = try topicU64(1), d = try name(log.topics[2]), user = try r.address(0), expires = try r.uint64(1)
                 actor = try topicAddress(3)
                 op = user == .zero ? .endRental(dataset: d, rentalID: id) : .setRental(dataset: d, rentalID: id, user: user, expires: expires)
+            } else if log.address == location.rental && t0 == Self.topics["approval"]! {
+                guard log.topics.count == 4 else { throw fail("wrong topics") }
+                let v = try r.uint64(2)
+                guard v == 27 || v == 28 else { throw fail("v is not 27 or 28") }
+                let sig = Signature(r: try r.bytes32(3), s: try r.bytes32(4), recoveryID: UInt8(v - 27))
+                actor = try topicAddress(3)
+                op = .approveOperator(OperatorApproval(owner: try topicAddress(1), operator: try topicAddress(2), expires: try r.uint64(0), nonce: try r.uint64(1), signature: sig))
             } else if log.address == location.audit && t0 == Self.topics["audit"]! {
                 guard log.topics.count == 3 else { throw fail("wrong topics") }
                 actor = try topicAddress(1)
@@ -397,8 +405,14 @@ public final class EVMLedger {
     func plan(_ op: Operation, actor: Address) throws(LedgerError) -> (Address, [UInt8]) {
         let rental = location.rental
         switch op {
-        case .registerDataset(let d, let policy):
-            return (rental, ABI.call("register(string,bytes32,address)", [.string(d), .bytes32(policy), .address(actor)]))
+        case .registerDataset(let d, let policy, let owner):
+            return (rental, ABI.call("register(string,bytes32,address)", [.string(d), .bytes32(policy), .address(owner)]))
+        case .approveOperator(let a):
+            // Checked here too, for the embedded engine's messages; the contract checks it again.
+            try a.verify(domain: approvalDomain)
+            return (rental, ABI.call("approveOperatorBySig(address,address,uint64,uint64,uint8,bytes32,bytes32)",
+                                     [.address(a.owner), .address(a.operator), .uint(a.expires), .uint(a.nonce),
+                                      .uint(27 + UInt64(a.signature.recoveryID)), .bytes32(a.signature.r), .bytes32(a.signature.s)]))
         case .registerVersion(let d, let root):
             return (rental, ABI.call("addVersion(uint256,bytes32)", [.uint256(Self.tokenID(d)), .bytes32(root)]))
         case .setRental(let d, let id, let user, let expires):
@@ -619,4 +633,30 @@ extension EVMLedger: LedgerEngine {
     }
 
     public var nextRentalID: UInt64 { nextRentalIDOnChain() }
+
+    /// name "cce4long", version "1", the chain's id, the Rentals contract (which stores the
+    /// approvals and checks their signatures with ecrecover), salt 32 zero bytes.
+    public var approvalDomain: EIP712Domain {
+        // Cannot throw: the salt is 32 bytes.
+        try! EIP712Domain(name: "cce4long", version: "1", chainId: location.chainID, verifyingContract: location.rental, salt: [UInt8](repeating: 0, count: 32))
+    }
+
+    /// At the pinned block: the approval's expiry is after both the block's timestamp and `time`.
+    public func isOperator(_ operator: Address, of owner: Address, at time: UInt64) -> Bool {
+        do {
+            let b = try pin()
+            let r = try call(location.rental, ABI.call("operatorExpires(address,address)", [.address(owner), .address(`operator`)]), at: b.number)
+            let expires = try decode({ (r) throws(ABIError) in try r.uint64(0) }, r, "operatorExpires")
+            return b.timestamp < expires && time < expires
+        } catch { lastError = error; return false }
+    }
+
+    /// At the latest block (the next approval must exceed it; UInt64.max when unreadable, so
+    /// no approval is built on a guess).
+    public func approvalNonce(of owner: Address) -> UInt64 {
+        do {
+            let r = try call(location.rental, ABI.call("approvalNonce(address)", [.address(owner)]), at: "latest")
+            return try decode({ (r) throws(ABIError) in try r.uint64(0) }, r, "approvalNonce")
+        } catch { lastError = error; return UInt64.max }
+    }
 }

@@ -14,6 +14,8 @@ import Glibc
 public final class EmbeddedLedger {
     public static let magic = Array("CCE4LEDG".utf8)
     public static let headerSize = 36
+    /// The file format version in the header (2: entries with operator approvals).
+    public static let formatVersion: UInt16 = 2
     /// Bodies are a few hundred bytes; anything larger is corruption, not an entry.
     static let maxBody = 1024, minBody = 1 + 1 + 8 + 8 + 32 + 20 + 1 + 8 + 65
 
@@ -21,7 +23,7 @@ public final class EmbeddedLedger {
     /// 16 random bytes chosen at `create`; the checkpoint origin names it.
     public let logID: [UInt8]
     public var origin: String { "cce4long.ledger/" + Hex.encode(logID) }
-    public private(set) var state = LedgerState()
+    public private(set) var state: LedgerState
     public private(set) var tree = MerkleTree()
     private let fd: Int32
     private let headerHash: [UInt8]
@@ -55,7 +57,7 @@ public final class EmbeddedLedger {
             throw .io(e == EEXIST ? "\(path) already exists; a ledger is never overwritten" : "cannot create \(path): \(String(cString: strerror(e)))")
         }
         var header = magic
-        var w = Writer(); w.u16(1); w.u16(0)
+        var w = Writer(); w.u16(formatVersion); w.u16(0)
         header += w.bytes
         do { header += try Random.bytes(16) } catch { Glibc.close(fd); throw .io("\(error)") }
         w = Writer(); w.u64(UInt64(Date().timeIntervalSince1970))
@@ -83,11 +85,15 @@ public final class EmbeddedLedger {
             Glibc.close(fd)
             throw .corrupt(entry: nil, offset: 0, "\(path) is not a cce4 ledger (bad magic or too short)")
         }
-        guard header[8] == 0, header[9] == 1 else {
+        let version = UInt16(header[8]) << 8 | UInt16(header[9])
+        guard version == Self.formatVersion else {
             Glibc.close(fd)
-            throw .corrupt(entry: nil, offset: 8, "unknown ledger format version \(Int(header[8]) << 8 | Int(header[9])); a newer cce4 wrote it")
+            throw .corrupt(entry: nil, offset: 8, version < Self.formatVersion
+                ? "\(path) has ledger format version \(version), from an earlier cce4 (before operator approvals); make a new ledger with `cce4 ledger init`"
+                : "unknown ledger format version \(version); a newer cce4 wrote it")
         }
         logID = Array(header[12..<28])
+        state = LedgerState(domain: .embeddedLedger(logID: logID))
         headerHash = SHA256Digest.hash(header).bytes
         lastLeaf = headerHash
         offset = Self.headerSize
@@ -276,12 +282,15 @@ public final class EmbeddedLedger {
             throw .corrupt(entry: Int(clamping: index), offset: fileOffset, "record length \(len) is impossible (\(minBody)–\(maxBody))")
         }
         guard bytes.count - at >= 4 + len + 32 else {
-            // Shorter than its length says: torn by a crash mid-append — unless the bytes are a
-            // whole record whose length field was altered (its stored hash still matches).
-            let tail = bytes[at...]
-            if tail.count >= 4 + minBody + 32,
-               Merkle.leafHash(Array(tail.dropFirst(4).dropLast(32))) == Array(tail.suffix(32)) {
-                throw .corrupt(entry: Int(clamping: index), offset: fileOffset, "its length field says \(len) bytes, but it is a complete record of \(tail.count - 36) (altered)")
+            // Shorter than its length says: torn by a crash mid-append — unless the bytes hold
+            // a whole record whose length field was altered: some other length makes its stored
+            // hash match (a torn append is a prefix of one record and never does). Every
+            // possible length is tried, so a flip cannot pass complete entries off as torn.
+            let tail = Array(bytes[at...])
+            if tail.count >= 4 + minBody + 32 {
+                for real in minBody...min(maxBody, tail.count - 36) where Merkle.leafHash(Array(tail[4..<(4 + real)])) == Array(tail[(4 + real)..<(4 + real + 32)]) {
+                    throw .corrupt(entry: Int(clamping: index), offset: fileOffset, "its length field says \(len) bytes, but it holds a complete record of \(real) (altered)")
+                }
             }
             return nil
         }

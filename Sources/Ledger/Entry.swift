@@ -32,7 +32,7 @@ public enum LedgerError: Error, Equatable, Sendable, CustomStringConvertible {
 
 /// The kinds of entries. Raw values are the on-disk kind byte.
 public enum EntryKind: UInt8, Sendable, CaseIterable {
-    case datasetRegister = 1, datasetVersion = 2, rentalSet = 3, rentalEnd = 4, audit = 5
+    case datasetRegister = 1, datasetVersion = 2, rentalSet = 3, rentalEnd = 4, audit = 5, operatorApprove = 6
 
     /// The name events are listed and queried by.
     public var name: String {
@@ -42,22 +42,26 @@ public enum EntryKind: UInt8, Sendable, CaseIterable {
         case .rentalSet: return "rental.set"
         case .rentalEnd: return "rental.end"
         case .audit: return "audit"
+        case .operatorApprove: return "operator.approve"
         }
     }
 }
 
 /// What an entry does, with its kind-specific fields.
 public enum Operation: Hashable, Sendable {
-    /// Registers `dataset`, owned from now on by the entry's actor, under a policy (hash).
-    case registerDataset(dataset: String, policyHash: [UInt8])
-    /// Records a new version (root-directory hash) of `dataset`. Owner only.
+    /// Registers `dataset`, owned from now on by `owner`, under a policy (hash). The actor is
+    /// the owner or an operator the owner approved.
+    case registerDataset(dataset: String, policyHash: [UInt8], owner: Address)
+    /// Records a new version (root-directory hash) of `dataset`. Owner (or operator) only.
     case registerVersion(dataset: String, root: [UInt8])
     /// ERC-4907 `setUser`: rental `rentalID` of `dataset` is used by `user` until `expires`
-    /// (Unix seconds, exclusive). Owner only. `rentalID` 0 asks for a new rental: the engine
+    /// (Unix seconds, exclusive). Owner (or operator) only. `rentalID` 0 asks for a new rental: the engine
     /// assigns the next id under its lock (recorded entries always carry the real id).
     case setRental(dataset: String, rentalID: UInt64, user: Address, expires: UInt64)
-    /// Ends rental `rentalID` early (ERC-4907 `setUser(id, 0, 0)`). Owner only.
+    /// Ends rental `rentalID` early (ERC-4907 `setUser(id, 0, 0)`). Owner (or operator) only.
     case endRental(dataset: String, rentalID: UInt64)
+    /// ERC-721 `setApprovalForAll` by the owner's EIP-712 signature: anyone may submit it.
+    case approveOperator(OperatorApproval)
     /// An audit event of kind `event` (e.g. "key.release"), about `dataset` (or none), with the
     /// hash of its payload (kept elsewhere).
     case audit(event: String, dataset: String?, payloadHash: [UInt8])
@@ -69,13 +73,15 @@ public enum Operation: Hashable, Sendable {
         case .setRental: return .rentalSet
         case .endRental: return .rentalEnd
         case .audit: return .audit
+        case .approveOperator: return .operatorApprove
         }
     }
 
     public var dataset: String? {
         switch self {
-        case .registerDataset(let d, _), .registerVersion(let d, _), .setRental(let d, _, _, _), .endRental(let d, _): return d
+        case .registerDataset(let d, _, _), .registerVersion(let d, _), .setRental(let d, _, _, _), .endRental(let d, _): return d
         case .audit(_, let d, _): return d
+        case .approveOperator: return nil
         }
     }
 
@@ -88,7 +94,7 @@ public enum Operation: Hashable, Sendable {
 
 /// One signed entry of the log.
 public struct Entry: Hashable, Sendable {
-    public static let formatVersion: UInt8 = 1
+    public static let formatVersion: UInt8 = 2
     /// Position in the log, from 0.
     public let index: UInt64
     /// Unix seconds when it was appended (never earlier than the entry before).
@@ -135,11 +141,12 @@ public struct Entry: Hashable, Sendable {
         w.u8(formatVersion); w.u8(operation.kind.rawValue); w.u64(index); w.u64(time); w.raw(previous); w.raw(actor.bytes)
         w.string(operation.dataset ?? "")
         switch operation {
-        case .registerDataset(_, let policy): w.raw(policy)
+        case .registerDataset(_, let policy, let owner): w.raw(policy); w.raw(owner.bytes)
         case .registerVersion(_, let root): w.raw(root)
         case .setRental(_, let id, let user, let expires): w.u64(id); w.raw(user.bytes); w.u64(expires)
         case .endRental(_, let id): w.u64(id)
         case .audit(let event, _, let payload): w.string(event); w.raw(payload)
+        case .approveOperator(let a): w.raw(a.owner.bytes); w.raw(a.operator.bytes); w.u64(a.expires); w.u64(a.nonce); w.raw(a.signature.bytes)
         }
         return w.bytes
     }
@@ -153,11 +160,17 @@ public struct Entry: Hashable, Sendable {
         let dataset = try r.string()
         let op: Operation
         switch kind {
-        case .datasetRegister: op = .registerDataset(dataset: dataset, policyHash: try r.bytes(32))
+        case .datasetRegister: op = .registerDataset(dataset: dataset, policyHash: try r.bytes(32), owner: Address(bytes: try r.bytes(20)))
         case .datasetVersion: op = .registerVersion(dataset: dataset, root: try r.bytes(32))
         case .rentalSet: op = .setRental(dataset: dataset, rentalID: try r.u64(), user: Address(bytes: try r.bytes(20)), expires: try r.u64())
         case .rentalEnd: op = .endRental(dataset: dataset, rentalID: try r.u64())
         case .audit: op = .audit(event: try r.string(), dataset: dataset.isEmpty ? nil : dataset, payloadHash: try r.bytes(32))
+        case .operatorApprove:
+            guard dataset.isEmpty else { throw .invalidArgument("an operator approval names no dataset") }
+            let owner = Address(bytes: try r.bytes(20)), op2 = Address(bytes: try r.bytes(20)), expires = try r.u64(), nonce = try r.u64()
+            let s: Signature
+            do { s = try Signature(bytes: try r.bytes(65)) } catch { throw .invalidArgument("malformed operator approval signature") }
+            op = .approveOperator(OperatorApproval(owner: owner, operator: op2, expires: expires, nonce: nonce, signature: s))
         }
         let sig: Signature
         do { sig = try Signature(bytes: try r.bytes(65)) } catch { throw .invalidArgument("malformed signature") }
@@ -189,7 +202,9 @@ enum Validate {
 
     static func operation(_ op: Operation) throws(LedgerError) {
         switch op {
-        case .registerDataset(let d, let p): try datasetID(d); try hash32(p, "policy hash")
+        case .registerDataset(let d, let p, let owner):
+            try datasetID(d); try hash32(p, "policy hash")
+            guard owner != .zero else { throw .invalidArgument("a dataset's owner cannot be the zero address") }
         case .registerVersion(let d, let root):
             try datasetID(d); try hash32(root, "root hash")
             guard root.contains(where: { $0 != 0 }) else { throw .invalidArgument("a root hash of zeros names no version") }
@@ -204,6 +219,9 @@ enum Validate {
             try eventName(e)
             if let d { try datasetID(d) }
             try hash32(p, "payload hash")
+        case .approveOperator(let a):
+            guard a.owner != .zero, a.operator != .zero else { throw .invalidArgument("an operator approval names two nonzero addresses") }
+            guard a.owner != a.operator else { throw .invalidArgument("an owner cannot approve itself as its operator") }
         }
     }
 

@@ -22,6 +22,13 @@ public protocol LedgerEngine: AnyObject {
     func events(matching filter: EventFilter) -> [Event]
     /// The id a new rental made now would get.
     var nextRentalID: UInt64 { get }
+
+    /// The EIP-712 domain operator approvals for this ledger are signed over.
+    var approvalDomain: EIP712Domain { get }
+    /// Whether `owner` has approved `operator` (ERC-721 `isApprovedForAll`) at `time`.
+    func isOperator(_ operator: Address, of owner: Address, at time: UInt64) -> Bool
+    /// The nonce of `owner`'s last operator approval (0 if none): the next must be higher.
+    func approvalNonce(of owner: Address) -> UInt64
 }
 
 extension EmbeddedLedger: LedgerEngine {
@@ -37,6 +44,11 @@ extension EmbeddedLedger: LedgerEngine {
     }
     public func events(matching filter: EventFilter) -> [Event] { isPoisoned ? [] : state.events(matching: filter) }
     public var nextRentalID: UInt64 { state.nextRentalID }
+    public var approvalDomain: EIP712Domain { state.domain }
+    public func isOperator(_ operator: Address, of owner: Address, at time: UInt64) -> Bool {
+        isPoisoned ? false : state.isOperator(`operator`, of: owner, at: time)
+    }
+    public func approvalNonce(of owner: Address) -> UInt64 { state.approvalNonces[owner] ?? 0 }
 }
 
 /// Opens a ledger by location: a path or file:// URL is the embedded engine; an

@@ -59,13 +59,30 @@ public struct EventFilter: Sendable {
 }
 
 public struct LedgerState: Sendable {
+    /// The EIP-712 domain operator approvals are signed over.
+    public let domain: EIP712Domain
     public private(set) var datasets: [String: DatasetRecord] = [:]
+    /// owner → operator → expires (exclusive; 0 revoked).
+    public private(set) var operators: [Address: [Address: UInt64]] = [:]
+    /// owner → the nonce of its last approval.
+    public private(set) var approvalNonces: [Address: UInt64] = [:]
     public private(set) var rentals: [UInt64: Rental] = [:]
     public private(set) var events: [Event] = []
     public private(set) var lastTime: UInt64 = 0
     public var nextRentalID: UInt64 { UInt64(rentals.count) + 1 }
 
-    public init() {}
+    public init(domain: EIP712Domain) { self.domain = domain }
+
+    /// Whether `owner` has approved `operator` to act for it at `time` (entries are applied in
+    /// time order, so this is the latest approval's answer).
+    public func isOperator(_ operator: Address, of owner: Address, at time: UInt64) -> Bool {
+        guard let expires = operators[owner]?[`operator`] else { return false }
+        return time < expires
+    }
+
+    func mayActFor(_ owner: Address, actor: Address, at time: UInt64) -> Bool {
+        owner == actor || isOperator(actor, of: owner, at: time)
+    }
 
     /// Checks `op` by `actor` at `time` against the rules, without applying it.
     public func check(_ op: Operation, actor: Address, time: UInt64) throws(LedgerError) {
@@ -73,12 +90,17 @@ public struct LedgerState: Sendable {
         guard time >= lastTime else { throw .refused("time \(time) is before the previous entry's (\(lastTime)): entries are in time order") }
         func owned(_ d: String) throws(LedgerError) -> DatasetRecord {
             guard let rec = datasets[d] else { throw .refused("dataset '\(d)' is not registered") }
-            guard rec.owner == actor else { throw .refused("only the owner of '\(d)' (\(rec.owner)) may do this; \(actor) is not the owner") }
+            guard mayActFor(rec.owner, actor: actor, at: time) else {
+                throw .refused("only the owner of '\(d)' (\(rec.owner)) or an operator it approved may do this; \(actor) is neither")
+            }
             return rec
         }
         switch op {
-        case .registerDataset(let d, _):
+        case .registerDataset(let d, _, let owner):
             guard datasets[d] == nil else { throw .refused("dataset '\(d)' is already registered (owner \(datasets[d]!.owner))") }
+            guard mayActFor(owner, actor: actor, at: time) else {
+                throw .refused("\(actor) may not register a dataset for \(owner): it is not the owner nor an operator the owner approved")
+            }
         case .registerVersion(let d, let root):
             let rec = try owned(d)
             guard !rec.versions.contains(where: { $0.root == root }) else { throw .refused("that root is already a version of '\(d)'") }
@@ -95,6 +117,11 @@ public struct LedgerState: Sendable {
             guard r.userOf(at: time) != .zero else { throw .refused("rental \(id) has already ended or expired") }
         case .audit(_, let d, _):
             if let d, datasets[d] == nil { throw .refused("dataset '\(d)' is not registered") }
+        case .approveOperator(let a):
+            try a.verify(domain: domain)
+            let last = approvalNonces[a.owner] ?? 0
+            guard a.nonce > last else { throw .refused("operator approval nonce \(a.nonce) is not above \(a.owner)'s last (\(last)): a replay or out of order") }
+            guard a.expires == 0 || a.expires > time else { throw .refused("the operator approval expired at \(a.expires), before the entry's time \(time)") }
         }
     }
 
@@ -102,8 +129,8 @@ public struct LedgerState: Sendable {
     public mutating func apply(_ e: Entry) throws(LedgerError) {
         try check(e.operation, actor: e.actor, time: e.time)
         switch e.operation {
-        case .registerDataset(let d, let policy):
-            datasets[d] = DatasetRecord(id: d, owner: e.actor, policyHash: policy, versions: [])
+        case .registerDataset(let d, let policy, let owner):
+            datasets[d] = DatasetRecord(id: d, owner: owner, policyHash: policy, versions: [])
         case .registerVersion(let d, let root):
             datasets[d]!.versions.append((root, e.index))
         case .setRental(let d, let id, let user, let expires):
@@ -113,6 +140,9 @@ public struct LedgerState: Sendable {
             rentals[id]!.history.append((e.time, .zero, 0))
         case .audit:
             break
+        case .approveOperator(let a):
+            operators[a.owner, default: [:]][a.operator] = a.expires
+            approvalNonces[a.owner] = a.nonce
         }
         lastTime = e.time
         events.append(Event(index: e.index, time: e.time, kind: e.operation.eventName, actor: e.actor, dataset: e.operation.dataset, operation: e.operation))

@@ -61,7 +61,7 @@ struct LedgerCommand: ParsableCommand {
         the file is also an RFC 6962 Merkle tree with signed checkpoints and proofs. Only a \
         dataset's owner registers its versions and grants or ends its rentals. See docs/ledger.md.
         """,
-        subcommands: [Init.self, Deploy.self, DatasetCmd.self, Rent.self, EndRental.self, Record.self, Status.self, Events.self,
+        subcommands: [Init.self, Deploy.self, DatasetCmd.self, Rent.self, EndRental.self, ApproveOperator.self, Record.self, Status.self, Events.self,
                       Verify.self, Checkpoint_.self, Prove.self, CheckProof.self, Repair.self])
 
     struct Init: ParsableCommand {
@@ -108,9 +108,10 @@ struct LedgerCommand: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "dataset", abstract: "Register datasets and their versions.",
                                                         subcommands: [Register.self, Version.self])
         struct Register: ParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Register a dataset; the signer becomes its owner.")
+            static let configuration = CommandConfiguration(abstract: "Register a dataset; the signer (or --owner, who approved the signer as operator) becomes its owner.")
             @OptionGroup var ledger: LedgerOptions
             @OptionGroup var signer: SignerOptions
+            @Option(help: "The owner, when the signer is an operator it approved (default: the signer).") var owner: String?
             @Option(help: "The dataset id (as packed: 1-64 of a-z 0-9 . - _).") var dataset: String
             @Option(help: "SHA-256 of the dataset's policy document, hex.") var policyHash: String?
             @Option(help: ArgumentHelp("The policy document (its SHA-256 is recorded).", valueName: "file")) var policy: String?
@@ -126,8 +127,9 @@ struct LedgerCommand: ParsableCommand {
                     default: throw Failure(description: "give the policy once: --policy FILE or --policy-hash HEX", exitCode: Failure.usage)
                     }
                     let l = try ledger.engine(writable: true), key = try signer.load()
-                    let e = try l.submit(.registerDataset(dataset: dataset, policyHash: hash), signer: key)
-                    print("entry \(e.index): dataset \(dataset) registered, owner \(key.address)")
+                    let owner = try self.owner.map { try Address($0) } ?? key.address
+                    let e = try l.submit(.registerDataset(dataset: dataset, policyHash: hash, owner: owner), signer: key)
+                    print("entry \(e.index): dataset \(dataset) registered, owner \(owner)")
                     if let root {
                         let v = try l.submit(.registerVersion(dataset: dataset, root: try hash32(root, "--root")), signer: key)
                         print("entry \(v.index): version \(root) of \(dataset)")
@@ -181,6 +183,43 @@ struct LedgerCommand: ParsableCommand {
                 let e = try l.submit(.setRental(dataset: dataset, rentalID: rental ?? 0, user: user, expires: expires), signer: try signer.load())
                 guard case .setRental(_, let got, _, _) = e.operation else { return }
                 print("rental \(got): \(user) may use \(dataset) until \(formatTime(expires)) (entry \(e.index))")
+            }
+        }
+    }
+
+    struct ApproveOperator: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "approve-operator",
+            abstract: "Approve (or revoke) an operator that may register datasets and grant rentals for your wallet.",
+            discussion: """
+            The wallet signs an EIP-712 OperatorApproval (ERC-721 setApprovalForAll by signature) over this ledger's             domain, and the approval is recorded. A Privacy Plane asks for one at sign-in (`cce4 plane login` signs it);             this command makes one directly. --revoke records an approval that expires at once.
+            """)
+        @OptionGroup var ledger: LedgerOptions
+        @OptionGroup var signer: SignerOptions
+        @Option(help: "The operator's address (the Privacy Plane's identity).") var `operator`: String
+        @Option(help: "End of the approval (exclusive): RFC 3339 or Unix seconds.") var until: String?
+        @Option(name: .customLong("for"), help: "Length of the approval from now: e.g. 12h, 30d.") var duration: String?
+        @Flag(help: "Revoke the operator instead.") var revoke = false
+        func run() throws {
+            try guarded {
+                let now = UInt64(Date().timeIntervalSince1970)
+                let expires: UInt64
+                switch (until, duration, revoke) {
+                case (let u?, nil, false): expires = try parseTime(u)
+                case (nil, let d?, false):
+                    let (x, overflow) = now.addingReportingOverflow(try parseDuration(d))
+                    guard !overflow else { throw Failure(description: "--for \(d) is too long", exitCode: Failure.usage) }
+                    expires = x
+                case (nil, nil, true): expires = 0
+                default: throw Failure(description: "give one of --until TIME, --for DURATION or --revoke", exitCode: Failure.usage)
+                }
+                let l = try ledger.engine(writable: true), key = try signer.load()
+                let op = try Address(self.operator)
+                let approval = try OperatorApproval(signing: key, operator: op, expires: expires,
+                                                    nonce: l.approvalNonce(of: key.address) + 1, domain: l.approvalDomain)
+                let e = try l.submit(.approveOperator(approval), signer: key)
+                print(revoke ? "operator \(op) revoked for \(key.address) (entry \(e.index))"
+                             : "operator \(op) may act for \(key.address) until \(formatTime(expires)) (entry \(e.index))")
             }
         }
     }
@@ -313,7 +352,8 @@ struct LedgerCommand: ParsableCommand {
                 for e in events {
                     var detail = ""
                     switch e.operation {
-                    case .registerDataset(_, let p): detail = "policy=\(Hex.encode(p))"
+                    case .registerDataset(_, let p, let o): detail = "policy=\(Hex.encode(p)) owner=\(o)"
+                    case .approveOperator(let a): detail = "owner=\(a.owner) operator=\(a.operator) expires=\(a.expires) nonce=\(a.nonce)"
                     case .registerVersion(_, let r): detail = "root=\(Hex.encode(r))"
                     case .setRental(_, let id, let u, let x): detail = "rental=\(id) user=\(u) expires=\(x)"
                     case .endRental(_, let id): detail = "rental=\(id)"

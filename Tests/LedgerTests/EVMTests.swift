@@ -134,7 +134,7 @@ import Wallet
     @Test func transferEndsTheRental() throws {
         let l = try Chain.deploy()
         let owner = try key(1), alice = try key(2), bob = try key(3)
-        try l.submit(.registerDataset(dataset: "aging", policyHash: policy), signer: owner)
+        try l.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner)
         try l.submit(.setRental(dataset: "aging", rentalID: 0, user: alice.address, expires: try Chain.latestTime() + 3600), signer: owner)
         let now = try Chain.latestTime()
         #expect(l.activeRental(dataset: "aging", user: alice.address, at: now)?.id == 1)
@@ -153,7 +153,7 @@ import Wallet
     @Test func expiryIsTheBlocksTime() throws {
         let l = try Chain.deploy()
         let owner = try key(1), alice = try key(2)
-        try l.submit(.registerDataset(dataset: "aging", policyHash: policy), signer: owner)
+        try l.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner)
         let t = try Chain.latestTime() + 100
         try l.submit(.setRental(dataset: "aging", rentalID: 0, user: alice.address, expires: t), signer: owner)
         try Chain.rpc("evm_mine", [t - 1])
@@ -167,7 +167,7 @@ import Wallet
     @Test(arguments: ["flip", "revert", "hang"]) func misbehavingEndpoint(_ mode: String) throws {
         let l = try Chain.deploy()
         let owner = try key(1), alice = try key(2)
-        try l.submit(.registerDataset(dataset: "aging", policyHash: policy), signer: owner)
+        try l.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner)
         try l.submit(.setRental(dataset: "aging", rentalID: 0, user: alice.address, expires: try Chain.latestTime() + 3600), signer: owner)
         let now = try Chain.latestTime()
         #expect(l.activeRental(dataset: "aging", user: alice.address, at: now)?.id == 1)
@@ -199,7 +199,7 @@ import Wallet
             try l.submit(op, signer: k)
             gas.append((name, l.lastGasUsed))
         }
-        try measure("dataset.register", .registerDataset(dataset: "aging-cohort-2026", policyHash: policy), owner)
+        try measure("dataset.register", .registerDataset(dataset: "aging-cohort-2026", policyHash: policy, owner: owner.address), owner)
         try measure("dataset.version", .registerVersion(dataset: "aging-cohort-2026", root: root(1)), owner)
         try measure("rental.set (new)", .setRental(dataset: "aging-cohort-2026", rentalID: 0, user: alice.address, expires: 4_000_000_000), owner)
         try measure("rental.set (existing)", .setRental(dataset: "aging-cohort-2026", rentalID: 1, user: alice.address, expires: 4_000_100_000), owner)

@@ -106,7 +106,7 @@ final class Harness {
         let h = try Harness(kind)
         let owner = try key(1), alice = try key(2), bob = try key(3)
         let t0 = try h.start()
-        try h.submit(.registerDataset(dataset: "aging", policyHash: policy), owner, at: t0)
+        try h.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), owner, at: t0)
         try h.submit(.registerVersion(dataset: "aging", root: root(1)), owner, at: t0 + 1)
         let e1 = try h.submit(.setRental(dataset: "aging", rentalID: 0, user: alice.address, expires: t0 + 100), owner, at: t0 + 10)
         guard case .setRental(_, let r1, _, _) = e1.operation else { Issue.record("not a rental: \(e1)"); return }
@@ -146,10 +146,11 @@ final class Harness {
         let h = try Harness(kind)
         let owner = try key(1), mallory = try key(4)
         let t = try h.start()
-        try h.submit(.registerDataset(dataset: "aging", policyHash: policy), owner, at: t)
+        try h.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), owner, at: t)
         h.refused(.setRental(dataset: "aging", rentalID: 1, user: mallory.address, expires: t + 1000), by: mallory, at: t + 1, "only the owner")
         h.refused(.registerVersion(dataset: "aging", root: root(2)), by: mallory, at: t + 1, "only the owner")
-        h.refused(.registerDataset(dataset: "aging", policyHash: policy), by: mallory, at: t + 1, "already registered")
+        h.refused(.registerDataset(dataset: "aging", policyHash: policy, owner: mallory.address), by: mallory, at: t + 1, "already registered")
+        h.refused(.registerDataset(dataset: "other", policyHash: policy, owner: owner.address), by: mallory, at: t + 1, "not the owner nor an operator")
         h.refused(.setRental(dataset: "nope", rentalID: 1, user: mallory.address, expires: t + 1000), by: owner, at: t + 1, "not registered")
         h.refused(.registerVersion(dataset: "nope", root: root(2)), by: owner, at: t + 1, "not registered")
         h.refused(.setRental(dataset: "aging", rentalID: 5, user: mallory.address, expires: t + 1000), by: owner, at: t + 1, "does not exist")
@@ -173,6 +174,50 @@ final class Harness {
         #expect(h.engine.events(matching: EventFilter()).count == 5, "refused operations left nothing behind")
     }
 
+    /// Operator approvals (ERC-721 setApprovalForAll by EIP-712 signature): the operator acts
+    /// for the owner until the approval expires or is revoked; replays, forgeries, other
+    /// ledgers' approvals and strangers are refused.
+    @Test(arguments: EngineKind.allCases) func operatorApprovals(_ kind: EngineKind) throws {
+        let h = try Harness(kind)
+        let owner = try key(1), user = try key(2), plane = try key(3), mallory = try key(4)
+        let domain = h.engine.approvalDomain
+        if let chain = h.engine as? EVMLedger {
+            #expect(domain.chainId == Chain.devnet.chainID && domain.verifyingContract == chain.location.rental && domain.salt == [UInt8](repeating: 0, count: 32))
+        }
+        let t = try h.start()
+        let register = Ledger.Operation.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address)
+        h.refused(register, by: plane, at: t, "not the owner nor an operator")
+        let a1 = try OperatorApproval(signing: owner, operator: plane.address, expires: t + 100, nonce: 1, domain: domain)
+        let elsewhere = try EIP712Domain(name: "cce4long", version: "1", chainId: domain.chainId, verifyingContract: try key(9).address, salt: domain.salt)
+        h.refused(.approveOperator(try OperatorApproval(signing: owner, operator: plane.address, expires: t + 100, nonce: 1, domain: elsewhere)), by: plane, at: t, "signed by")
+        h.refused(.approveOperator(OperatorApproval(owner: owner.address, operator: mallory.address, expires: t + 100, nonce: 1, signature: a1.signature)), by: mallory, at: t, "signed by")
+        try h.submit(.approveOperator(a1), plane, at: t) // anyone may submit it
+        #expect(h.engine.isOperator(plane.address, of: owner.address, at: t + 99))
+        #expect(!h.engine.isOperator(plane.address, of: owner.address, at: t + 100))
+        #expect(!h.engine.isOperator(mallory.address, of: owner.address, at: t + 1))
+        #expect(h.engine.approvalNonce(of: owner.address) == 1)
+        h.refused(.approveOperator(a1), by: plane, at: t + 1, "replay")
+        try h.submit(register, plane, at: t + 1)
+        #expect(h.engine.dataset("aging")?.owner == owner.address)
+        try h.submit(.registerVersion(dataset: "aging", root: root(2)), plane, at: t + 2)
+        try h.submit(.setRental(dataset: "aging", rentalID: 0, user: user.address, expires: t + 1000), plane, at: t + 3)
+        h.refused(.setRental(dataset: "aging", rentalID: 0, user: mallory.address, expires: t + 1000), by: mallory, at: t + 4, "or an operator it approved")
+        // Expired: the operator may no longer act; the owner still may, and approves again.
+        h.refused(.endRental(dataset: "aging", rentalID: 1), by: plane, at: t + 100, "or an operator it approved")
+        let a2 = try OperatorApproval(signing: owner, operator: plane.address, expires: t + 500, nonce: 2, domain: domain)
+        try h.submit(.approveOperator(a2), owner, at: t + 110)
+        try h.submit(.registerVersion(dataset: "aging", root: root(3)), plane, at: t + 120)
+        // Revoked (expires 0).
+        let revoke = try OperatorApproval(signing: owner, operator: plane.address, expires: 0, nonce: 3, domain: domain)
+        try h.submit(.approveOperator(revoke), plane, at: t + 130)
+        h.refused(.registerVersion(dataset: "aging", root: root(4)), by: plane, at: t + 140, "or an operator it approved")
+        let stale = try OperatorApproval(signing: owner, operator: plane.address, expires: t + 50, nonce: 4, domain: domain)
+        h.refused(.approveOperator(stale), by: plane, at: t + 150, "expired")
+        try h.submit(.endRental(dataset: "aging", rentalID: 1), owner, at: t + 160)
+        #expect(h.engine.events(matching: EventFilter(kind: "operator.approve")).map(\.operation) == [.approveOperator(a1), .approveOperator(a2), .approveOperator(revoke)])
+        #expect(h.engine.approvalNonce(of: owner.address) == 3)
+    }
+
     /// The same operations on both engines give the same events (audit events read back from
     /// the chain with eth_getLogs match the embedded log's).
     @Test func bothEnginesRecordTheSameEvents() throws {
@@ -180,7 +225,7 @@ final class Harness {
         let owner = try key(1), alice = try key(2), plane = try key(5)
         let ta = try a.start(), tb = try b.start()
         let ops: [(Ledger.Operation, PrivateKey)] = [
-            (.registerDataset(dataset: "aging", policyHash: policy), owner),
+            (.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), owner),
             (.registerVersion(dataset: "aging", root: root(3)), owner),
             (.setRental(dataset: "aging", rentalID: 0, user: alice.address, expires: 4_000_000_000), owner),
             (.audit(event: "key.release", dataset: "aging", payloadHash: root(9)), plane),

@@ -84,7 +84,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         let l = try EmbeddedLedger.create(path: dir.sub("l"))
         let owner = try key(1), alice = try key(2), bob = try key(3)
         let t0 = UInt64(Date().timeIntervalSince1970) - 1_000_000
-        try l.append(.registerDataset(dataset: "aging", policyHash: policy), signer: owner, time: t0)
+        try l.append(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner, time: t0)
         try l.append(.registerVersion(dataset: "aging", root: root(1)), signer: owner, time: t0)
         try l.append(.setRental(dataset: "aging", rentalID: 1, user: alice.address, expires: t0 + 100), signer: owner, time: t0 + 10)
         let s = { l.state }
@@ -120,7 +120,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         let l = try EmbeddedLedger.create(path: dir.sub("l"))
         let owner = try key(1), mallory = try key(4)
         let t = UInt64(Date().timeIntervalSince1970) - 1_000_000
-        try l.append(.registerDataset(dataset: "aging", policyHash: policy), signer: owner, time: t)
+        try l.append(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner, time: t)
         func refused(_ op: Ledger.Operation, by k: PrivateKey, _ contains: String) {
             #expect { try l.append(op, signer: k, time: t) } throws: { e in
                 guard case LedgerError.refused(let why) = e else { return false }
@@ -129,7 +129,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         }
         refused(.setRental(dataset: "aging", rentalID: 1, user: mallory.address, expires: t + 10), by: mallory, "only the owner")
         refused(.registerVersion(dataset: "aging", root: root(2)), by: mallory, "only the owner")
-        refused(.registerDataset(dataset: "aging", policyHash: policy), by: mallory, "already registered")
+        refused(.registerDataset(dataset: "aging", policyHash: policy, owner: mallory.address), by: mallory, "already registered")
         refused(.setRental(dataset: "nope", rentalID: 1, user: mallory.address, expires: t + 10), by: owner, "not registered")
         refused(.setRental(dataset: "aging", rentalID: 5, user: mallory.address, expires: t + 10), by: owner, "does not exist")
         refused(.setRental(dataset: "aging", rentalID: 1, user: mallory.address, expires: t), by: owner, "expire")
@@ -151,12 +151,101 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         #expect(r.entries == 4)
     }
 
+    /// docs/ledger.md §2.1, frozen: the same key, fields and previous hash give these bytes.
+    @Test func frozenEntryVector() throws {
+        let owner = try key(1), user = try key(2)
+        let e = try Entry(index: 2, time: 1_900_000_000, previous: [UInt8](repeating: 0xab, count: 32),
+                          operation: .setRental(dataset: "aging", rentalID: 1, user: user.address, expires: 1_900_086_400), signer: owner)
+        let hex = """
+            0203000000000000000200000000713fb300abababababababababababababab\
+            abababababababababababababababababab1a642f0e3c3af545e7acbd38b072\
+            51b3990914f1056167696e6700000000000000015050a4f4b3f9338c3472dcc0\
+            1a87c76a144b3c9c0000000071410480ec7f931812be30cdb4bbda11dd67bcca\
+            b0d2c88f2430b31ccc26738c5a890a1930b30b745f0857a8a6d62657eeee910b\
+            2fd93940bcea97044c6d66404c5745121c
+            """
+        #expect(Hex.encode(e.body) == hex)
+        #expect(e.body.count == 177)
+        #expect(Hex.encode(e.leafHash) == "f62662931958bc76b3151fd0a50c3ccdb44a3aacdfcae6b5a2d00a1f2b689533")
+        #expect(try Entry.decode(e.body) == e)
+    }
+
+    /// Operator approvals (ERC-721 setApprovalForAll by EIP-712 signature): eth-account signs
+    /// the same typed data to the same signature; the operator then acts for the owner until
+    /// the approval expires or is revoked; replays, other ledgers' approvals and strangers fail.
+    @Test func operatorApprovals() throws {
+        let dir = TempDir()
+        let l = try EmbeddedLedger.create(path: dir.sub("l"))
+        let owner = try key(1), plane = try key(3), mallory = try key(4), user = try key(2)
+        let t = UInt64(Date().timeIntervalSince1970) - 1_000_000
+        let domain = l.approvalDomain
+        #expect(domain.chainId == 0 && domain.salt == SHA256Digest.hash(l.logID).bytes)
+
+        // eth-account, from the JSON a wallet would be shown, signs the same digest to the same bytes.
+        let a1 = try OperatorApproval(signing: owner, operator: plane.address, expires: t + 100, nonce: 1, domain: domain)
+        let typed = OperatorApproval.typedDataJSON(owner: owner.address, operator: plane.address, expires: t + 100, nonce: 1, domain: domain)
+        let input = try JSONSerialization.data(withJSONObject: ["items": [["key": Hex.encode([UInt8](repeating: 1, count: 32)),
+                                                                          "typed": try JSONSerialization.jsonObject(with: Data(typed.utf8))]]])
+        let r = try run(Repo.python, [Repo.root + "/Tests/interop/eth_tool.py", "sign-typed"], input: input)
+        #expect(r.status == 0, "\(r.stderr)")
+        let py = try JSONSerialization.jsonObject(with: r.stdout) as! [[String: String]]
+        #expect(py[0]["digest"] == Hex.encode(OperatorApproval.digest(owner: owner.address, operator: plane.address, expires: t + 100, nonce: 1, domain: domain)))
+        #expect(py[0]["signature"] == Hex.encode(a1.signature.bytes))
+
+        func refused(_ op: Ledger.Operation, by k: PrivateKey, at time: UInt64, _ contains: String) {
+            #expect { try l.append(op, signer: k, time: time) } throws: { e in
+                guard case LedgerError.refused(let why) = e else { return false }
+                return why.contains(contains)
+            }
+        }
+        let register = Ledger.Operation.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address)
+        refused(register, by: plane, at: t, "not the owner nor an operator")
+        // Signed for another ledger: refused.
+        let other = try EmbeddedLedger.create(path: dir.sub("other"))
+        let foreign = try OperatorApproval(signing: owner, operator: plane.address, expires: t + 100, nonce: 1, domain: other.approvalDomain)
+        refused(.approveOperator(foreign), by: plane, at: t, "signed by")
+        // A forged owner field: the signature recovers to someone else.
+        let forged = OperatorApproval(owner: owner.address, operator: mallory.address, expires: t + 100, nonce: 1, signature: a1.signature)
+        refused(.approveOperator(forged), by: mallory, at: t, "signed by")
+
+        try l.append(.approveOperator(a1), signer: plane, time: t)  // anyone may submit it
+        #expect(l.isOperator(plane.address, of: owner.address, at: t + 99))
+        #expect(!l.isOperator(plane.address, of: owner.address, at: t + 100))
+        #expect(l.approvalNonce(of: owner.address) == 1)
+        refused(.approveOperator(a1), by: plane, at: t, "replay")
+        try l.append(register, signer: plane, time: t)
+        #expect(l.dataset("aging")?.owner == owner.address)
+        try l.append(.registerVersion(dataset: "aging", root: root(2)), signer: plane, time: t + 1)
+        try l.append(.setRental(dataset: "aging", rentalID: 1, user: user.address, expires: t + 1000), signer: plane, time: t + 2)
+        refused(.setRental(dataset: "aging", rentalID: 2, user: mallory.address, expires: t + 1000), by: mallory, at: t + 2, "or an operator it approved")
+        // Expired: the operator may no longer act; the owner still may.
+        refused(.endRental(dataset: "aging", rentalID: 1), by: plane, at: t + 100, "or an operator it approved")
+        let a2 = try OperatorApproval(signing: owner, operator: plane.address, expires: t + 500, nonce: 2, domain: domain)
+        try l.append(.approveOperator(a2), signer: owner, time: t + 100)
+        try l.append(.registerVersion(dataset: "aging", root: root(3)), signer: plane, time: t + 101)
+        // Revoked (expires 0) at once.
+        let revoke = try OperatorApproval(signing: owner, operator: plane.address, expires: 0, nonce: 3, domain: domain)
+        try l.append(.approveOperator(revoke), signer: plane, time: t + 102)
+        refused(.registerVersion(dataset: "aging", root: root(4)), by: plane, at: t + 102, "or an operator it approved")
+        try l.append(.endRental(dataset: "aging", rentalID: 1), signer: owner, time: t + 103)
+        // An approval already expired when recorded is refused.
+        let stale = try OperatorApproval(signing: owner, operator: plane.address, expires: t + 50, nonce: 4, domain: domain)
+        refused(.approveOperator(stale), by: plane, at: t + 103, "expired")
+
+        // Reopened from the file, the same answers.
+        let again = try EmbeddedLedger(path: dir.sub("l"))
+        #expect(!again.isOperator(plane.address, of: owner.address, at: t + 102))
+        #expect(again.approvalNonce(of: owner.address) == 3)
+        #expect(again.dataset("aging")?.versions.count == 2)
+        #expect(try EmbeddedLedger.verify(path: dir.sub("l")).entries == 8)
+    }
+
     /// Entry signatures are plain personal_sign: eth-account recovers each actor.
     @Test func entrySignaturesCheckWithEthAccount() throws {
         let dir = TempDir()
         let l = try EmbeddedLedger.create(path: dir.sub("l"))
         let keys = try (1...5).map { try key(UInt8($0)) }
-        try l.append(.registerDataset(dataset: "aging", policyHash: policy), signer: keys[0])
+        try l.append(.registerDataset(dataset: "aging", policyHash: policy, owner: keys[0].address), signer: keys[0])
         for k in keys { try l.append(.audit(event: "job.run", dataset: "aging", payloadHash: root(9)), signer: k) }
         let entries = try (0..<l.count).map { try l.entry($0) }
         let items = entries.map { ["message": Hex.encode(Entry.signingDigest($0.unsignedBody)), "signature": Hex.encode($0.signature.bytes)] }
@@ -171,7 +260,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         let dir = TempDir()
         let l = try EmbeddedLedger.create(path: dir.sub("l"))
         let owner = try key(1), other = try key(2)
-        try l.append(.registerDataset(dataset: "aging", policyHash: policy), signer: owner)
+        try l.append(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner)
         let note = try l.checkpoint().signed(by: owner)
         let lines = note.split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines[0] == Substring(l.origin) && lines[1] == "1" && lines[3] == "" && lines[4].hasPrefix("— cce4long.ledger/0x"))
@@ -204,7 +293,7 @@ func root(_ n: UInt8) -> [UInt8] { [UInt8](repeating: n, count: 32) }
         let l = try EmbeddedLedger.create(path: path)
         let owner = try key(1), alice = try key(2)
         let t = UInt64(Date().timeIntervalSince1970) - 1_000_000
-        try l.append(.registerDataset(dataset: "aging", policyHash: policy), signer: owner, time: t)
+        try l.append(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner, time: t)
         try l.append(.setRental(dataset: "aging", rentalID: 1, user: alice.address, expires: t + 2000), signer: owner, time: t)
         for i in 2..<n { try l.append(.audit(event: "job.run", dataset: "aging", payloadHash: root(UInt8(i % 256))), signer: alice, time: t + UInt64(i)) }
     }

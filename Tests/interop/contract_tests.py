@@ -142,7 +142,7 @@ class Contracts(unittest.TestCase):
         self.assertEqual(to_checksum_address(self.view("ownerOf(uint256)", ["address"], ds)[0]), self.addr[self.owner])
         self.assertEqual(self.view("policyHash(uint256)", ["bytes32"], ds)[0], b"\x07" * 32)
         self.refused("already registered", self.owner, "register(string,bytes32,address)", "aging", b"\x07" * 32, self.addr[self.owner])
-        self.refused("only the owner or an operator", self.mallory, "register(string,bytes32,address)", "other", b"\x07" * 32, self.addr[self.owner])
+        self.refused("not the owner nor an operator", self.mallory, "register(string,bytes32,address)", "other", b"\x07" * 32, self.addr[self.owner])
         self.refused("only the owner of the dataset", self.mallory, "addVersion(uint256,bytes32)", ds, b"\x01" * 32)
         self.refused("zeros", self.owner, "addVersion(uint256,bytes32)", ds, b"\x00" * 32)
         self.tx(self.owner, "addVersion(uint256,bytes32)", ds, b"\x01" * 32)

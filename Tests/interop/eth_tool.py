@@ -11,12 +11,13 @@ Reads a JSON request on stdin, writes a JSON answer on stdout.
   siwe-sign   {"items": [{"key": hex, "text": str}]} -> [signature hex]
   sign-tx     {"items": [{"key": hex, "tx": {chainId, nonce, maxPriorityFeePerGas, maxFeePerGas, gas, to|null, value, data}}]}
               -> [raw signed EIP-1559 transaction hex]
+  sign-typed  {"items": [{"key": hex, "typed": eth_signTypedData_v4 JSON}]} -> [{"digest", "signature"}]
 """
 import json
 import sys
 
 from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_account.messages import encode_defunct, encode_typed_data, _hash_eip191_message
 from eth_utils import keccak, to_checksum_address
 
 
@@ -51,6 +52,13 @@ def main() -> None:
                 tx.pop("to", None)
             tx["data"] = bytes.fromhex(tx["data"])
             out.append(Account.from_key(bytes.fromhex(it["key"])).sign_transaction(tx).raw_transaction.hex().removeprefix("0x"))
+    elif cmd == "sign-typed":
+        out = []
+        for it in req["items"]:
+            msg = encode_typed_data(full_message=it["typed"])
+            sig = Account.from_key(bytes.fromhex(it["key"])).sign_message(msg)
+            out.append({"digest": _hash_eip191_message(msg).hex().removeprefix("0x"),
+                        "signature": sig.signature.hex().removeprefix("0x")})
     else:
         raise SystemExit(f"unknown command {cmd}")
     json.dump(out, sys.stdout)
