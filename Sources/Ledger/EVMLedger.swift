@@ -466,7 +466,7 @@ public final class EVMLedger {
         let base = try nextBaseFee()
         let (maxFee, overflow) = base.multipliedReportingOverflow(by: 2)
         guard !overflow, maxFee.addingReportingOverflow(tip).overflow == false else { throw .io("ledger chain: fee estimate out of range") }
-        for attempt in 0..<2 {
+        for attempt in 0..<3 {
             let chainNonce = try agree("eth_getTransactionCount", [me.checksummed, "pending"], Quantity.uint64)
             let nonce = max(chainNonce, lock.withLock { nonces[me] } ?? 0)
             let tx = EIP1559Transaction(chainID: location.chainID, nonce: nonce, maxPriorityFeePerGas: tip, maxFeePerGas: maxFee + tip,
@@ -485,12 +485,14 @@ public final class EVMLedger {
                 case .failed(let e):
                     let m = e.message.lowercased()
                     if m.contains("already known") || m.contains("already imported") { accepted += 1; continue }
-                    if m.contains("nonce too low") || m.contains("nonce is too low") { nonceTooLow = true }
+                    // geth/anvil: "nonce too low"; py-evm: "Invalid transaction nonce: Expected N, but got M".
+                    if m.contains("nonce too low") || m.contains("nonce is too low") || m.contains("invalid transaction nonce") { nonceTooLow = true }
                     errors.append(e.message)
                 }
             }
             if accepted == 0 {
-                if nonceTooLow && attempt == 0 { lock.withLock { nonces[me] = nil }; continue }
+                // Another writer with the same key took the nonce: ask the chain again.
+                if nonceTooLow && attempt < 2 { lock.withLock { nonces[me] = nil }; continue }
                 throw .io("ledger chain: no RPC endpoint accepted the transaction: " + errors.joined(separator: "; "))
             }
             if !errors.isEmpty { logger.warning("some RPC endpoints refused a transaction", metadata: ["errors": "\(errors.joined(separator: "; "))"]) }
@@ -507,7 +509,7 @@ public final class EVMLedger {
             }
             return receipt
         }
-        throw .io("ledger chain: the transaction nonce was refused twice")
+        throw .io("ledger chain: the transaction's nonce was refused three times (another writer is using this key)")
     }
 
     func feeHistoryTip() throws(LedgerError) -> UInt64 {

@@ -114,7 +114,8 @@ import Wallet
     }
 }
 
-@Suite(.serialized) struct EVMChain {
+extension OnChain {
+@Suite struct EVMChain {
     @Test func chainMismatchAndMissingContractsAreRefused() throws {
         let l = try Chain.deploy(block: "latest")
         var loc = l.location
@@ -239,6 +240,8 @@ import Wallet
         let suite = try run(Repo.python, [Repo.root + "/Tests/interop/contract_tests.py"])
         #expect(suite.status == 0, "\(suite.stderr)")
     }
+}
+
 }
 
 /// Tests/interop/rpc_proxy.py: a misbehaving endpoint in front of the devnet.

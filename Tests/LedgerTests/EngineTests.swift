@@ -99,7 +99,11 @@ final class Harness {
     }
 }
 
-@Suite(.serialized) struct EngineRules {
+/// Every test that uses the shared devnet, one at a time: they move its clock.
+@Suite(.serialized) struct OnChain {}
+
+extension OnChain {
+@Suite struct EngineRules {
     /// ERC-4907 at the boundaries: active until `expires` (exclusive), ended early, re-rented,
     /// two rentals of one dataset at once.
     @Test(arguments: EngineKind.allCases) func rentalsFollowERC4907(_ kind: EngineKind) throws {
@@ -241,4 +245,5 @@ final class Harness {
         #expect(ea.map(\.actor) == eb.map(\.actor) && ea.map(\.kind) == eb.map(\.kind) && ea.map(\.index) == eb.map(\.index))
         #expect(eb.map(\.time) == (0..<UInt64(ops.count)).map { tb + $0 })
     }
+}
 }
