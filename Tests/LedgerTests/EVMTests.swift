@@ -191,6 +191,47 @@ extension OnChain {
         }
     }
 
+    /// An endpoint that never shows the receipt: the write waits for the quorum until its
+    /// timeout, then says the transaction may still be mined (never that it failed or succeeded).
+    @Test func receiptTimeout() throws {
+        let l = try Chain.deploy()
+        let owner = try key(1)
+        let proxy = try RPCProxy(mode: "noreceipt", upstream: Chain.devnet.url)
+        defer { proxy.stop() }
+        var loc = l.location
+        loc.endpoints.append(proxy.url)
+        loc.timeout = 1.5
+        let both = try EVMLedger(location: loc)
+        let started = Date()
+        #expect { try both.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner) } throws: {
+            "\($0)".contains("no receipt for transaction") && "\($0)".contains("may still be mined")
+        }
+        #expect(Date().timeIntervalSince(started) < 10)
+        // It was mined all the same: the honest endpoint alone shows it.
+        #expect(l.dataset("aging")?.owner == owner.address)
+    }
+
+    /// Hostile JSON for blocks, receipts and logs: parsed strictly, never a crash.
+    @Test func hostileJSONNeverCrashes() throws {
+        let log: [String: Any] = ["address": "0x" + String(repeating: "ab", count: 20), "topics": ["0x" + String(repeating: "01", count: 32)],
+                                  "data": "0x" + String(repeating: "00", count: 64), "blockNumber": "0x10", "logIndex": "0x0",
+                                  "transactionHash": "0x" + String(repeating: "02", count: 32), "removed": false]
+        #expect(EVMLedger.parseLogs([log])?.count == 1)
+        let text = Array(try JSONSerialization.data(withJSONObject: [log]))
+        var g = SeededGenerator(seed: 3)
+        for _ in 0..<3000 {
+            var b = text
+            for _ in 0..<(1 + Int(g.next() % 3)) { b[Int(g.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: 32 + g.next() % 95) }
+            guard let any = try? JSONSerialization.jsonObject(with: Data(b), options: [.fragmentsAllowed]) else { continue }
+            _ = EVMLedger.parseLogs(any)
+            _ = EVMLedger.parseBlock(any)
+            _ = EVMLedger.parseReceipt(any)
+            _ = (any as? [Any])?.first.map { (Quantity.uint64($0), Quantity.bytes($0)) }
+        }
+        for bad in ["0x", "0x00", "0x1g", "12", "0x10000000000000000"] { #expect(Quantity.uint64(bad) == nil, "\(bad)") }
+        #expect(Quantity.uint64("0x0") == 0 && Quantity.uint64("0xffffffffffffffff") == UInt64.max)
+    }
+
     /// Gas used by each operation (docs/ledger.md §7.4), measured from receipts.
     @Test func gasCosts() throws {
         let l = try Chain.deploy()

@@ -5,6 +5,7 @@ a real node that answers everything honestly except eth_call (and eth_estimateGa
   revert  answers with a revert (error 3, "execution reverted: proxy"),
   hang    answers after 30 s (a stuck node).
   honest  passes through.
+or, in mode noreceipt, never has a transaction's receipt (eth_getTransactionReceipt answers null).
 Prints its URL on the first line of stdout; serves until stdin closes.
   rpc_proxy.py MODE UPSTREAM_URL
 """
@@ -25,6 +26,10 @@ def forward(req):
 
 
 def one(req):
+    if MODE == "noreceipt":
+        if req.get("method") == "eth_getTransactionReceipt":
+            return {"jsonrpc": "2.0", "id": req.get("id"), "result": None}
+        return forward(req)
     if req.get("method") not in TAMPERED or MODE == "honest":
         return forward(req)
     if MODE == "hang":
