@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: help setup build install demo test bench-segments bench bench-s3 bench-plane clean
+.PHONY: help setup build install demo test contracts bench-segments bench bench-s3 bench-plane clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ demo: build ## Pack, verify and read back a synthetic longevity dataset, end to 
 test: setup ## Build and run every test (as root: some tests mount tmpfs)
 	swift build --build-tests
 	swift test --skip-build
+
+contracts: setup ## Compile contracts/*.vy into contracts/build and Sources/Ledger/EVMContracts.swift (commit them)
+	.venv/bin/python scripts/compile_contracts.py
 
 bench-segments: setup ## Measure ciphertext segment sizes (docs/format.md §2.4)
 	swift build -c release --product cce4-bench

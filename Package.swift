@@ -65,7 +65,9 @@ let package = Package(
         // Ethereum identities: secp256k1, Keccak-256, EIP-55/191/4361, keystore v3.
         .target(name: "Wallet", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
         // Datasets, rentals (ERC-4907) and audit events; the embedded signed, Merkle-tree log.
-        .target(name: "Ledger", dependencies: ["Wallet", "Envelope", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // EVM chains: RLP, the contract ABI, EIP-1559 transactions, JSON-RPC with a quorum of endpoints.
+        .target(name: "EVM", dependencies: ["Wallet", "Envelope", "CurlHTTP", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Ledger", dependencies: ["Wallet", "Envelope", "EVM", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Attestation evidence: configfs-tsm and simulated providers; TDX, SEV-SNP verifiers; policy.
         .target(name: "Attestation", dependencies: ["COpenSSL", "Envelope"], swiftSettings: strict),
         // The Privacy Plane's HTTP client: sign-in, operator approval, streamed version pushes.
@@ -129,10 +131,10 @@ let package = Package(
         .testTarget(name: "FilesystemTests", dependencies: ["Filesystem", "Dataset", "Envelope", "ObjectStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "WalletTests", dependencies: ["Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "KeyReleaseTests", dependencies: ["KeyRelease", "Attestation", "Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         // The Privacy Plane on loopback: in-process servers and `cce4 plane serve` subprocesses.
         .testTarget(name: "PlaneTests", dependencies: ["PrivacyPlane", "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "KeyRelease", "Attestation", "CurlHTTP", "PlaneClient", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PlaneClientTests", dependencies: ["PlaneClient", "Dataset", "Wallet", "Ledger", "Envelope", "CurlHTTP", "ObjectStore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "EVM", "Wallet", "Envelope", "TestSupport"], swiftSettings: strict),
         // Real FUSE mounts (root, /dev/fuse): the cce4fs binary, Python readers, mount(8).
         .testTarget(name: "MountTests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],

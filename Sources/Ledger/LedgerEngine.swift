@@ -51,13 +51,14 @@ extension EmbeddedLedger: LedgerEngine {
     public func approvalNonce(of owner: Address) -> UInt64 { state.approvalNonces[owner] ?? 0 }
 }
 
-/// Opens a ledger by location: a path or file:// URL is the embedded engine. (The chain
-/// engine's evm:// URLs arrive with it.)
+/// Opens a ledger by location: a path or file:// URL is the embedded engine; an
+/// evm+http(s):// URL (docs/ledger.md §7.1) is the chain engine.
 public enum Ledgers {
     public static func open(_ location: String, writable: Bool = false) throws(LedgerError) -> any LedgerEngine {
         if location.hasPrefix("file://") { return try EmbeddedLedger(path: String(location.dropFirst(7)), writable: writable) }
+        if EVMLocation.isEVM(location) { return try EVMLedger(location) }
         guard !location.contains("://") else {
-            throw .invalidArgument("unsupported ledger location \(location): use a file path or file://PATH (the EVM engine is not built yet)")
+            throw .invalidArgument("unsupported ledger location \(location.prefix(80)): use a file path, file://PATH or evm+http://HOST:PORT?chain=…&rental=0x…&audit=0x…")
         }
         return try EmbeddedLedger(path: location, writable: writable)
     }

@@ -8,7 +8,7 @@ import Logging
 import Wallet
 
 struct LedgerOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("The ledger file. Default: $CCE4_LEDGER.", valueName: "file"))
+    @Option(help: ArgumentHelp("The ledger: a file (the embedded engine), or a chain as evm+http://HOST:PORT?chain=ID&rental=0x…&audit=0x… (docs/ledger.md §7.1). Default: $CCE4_LEDGER.", valueName: "location"))
     var ledger: String?
 
     var path: String {
@@ -30,6 +30,14 @@ struct LedgerOptions: ParsableArguments {
         bootstrapLedgerLogging()
         return try Ledgers.open(try path, writable: writable)
     }
+
+    /// Whether the location is a chain (evm+http://…).
+    var isChain: Bool { (try? path).map(EVMLocation.isEVM) ?? false }
+}
+
+/// A chain engine's queries answer nothing when a read failed (fail closed); the CLI says why.
+func throwIfChainFailed(_ l: any LedgerEngine) throws {
+    if let e = (l as? EVMLedger)?.lastError { throw e }
 }
 
 nonisolated(unsafe) var ledgerLoggingReady = false
@@ -53,7 +61,7 @@ struct LedgerCommand: ParsableCommand {
         the file is also an RFC 6962 Merkle tree with signed checkpoints and proofs. Only a \
         dataset's owner registers its versions and grants or ends its rentals. See docs/ledger.md.
         """,
-        subcommands: [Init.self, DatasetCmd.self, Rent.self, EndRental.self, ApproveOperator.self, Record.self, Status.self, Events.self,
+        subcommands: [Init.self, Deploy.self, DatasetCmd.self, Rent.self, EndRental.self, ApproveOperator.self, Record.self, Status.self, Events.self,
                       Verify.self, Checkpoint_.self, Prove.self, CheckProof.self, Repair.self])
 
     struct Init: ParsableCommand {
@@ -63,6 +71,35 @@ struct LedgerCommand: ParsableCommand {
             try guarded {
                 let l = try EmbeddedLedger.create(path: try ledger.path)
                 print(l.origin)
+            }
+        }
+    }
+
+    struct Deploy: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Deploy the ledger's contracts (Rentals, Audit) to an EVM chain and print the ledger location.",
+            discussion: """
+            Sends two EIP-1559 transactions signed by the keystore's wallet (which pays their gas and \
+            becomes the Audit contract's admin), waits for their receipts, and prints \
+            evm+http://HOST:PORT?chain=ID&rental=0x…&audit=0x…&from=BLOCK for --ledger. With \
+            --writer, also allows those addresses to record audit events. See docs/ledger.md §7.
+            """)
+        @Option(help: ArgumentHelp("The chain's JSON-RPC endpoint (http or https).", valueName: "url")) var rpc: String
+        @OptionGroup var signer: SignerOptions
+        @Option(help: "The block tag the ledger reads at: finalized (default), safe or latest.") var block: String = "finalized"
+        @Option(help: ArgumentHelp("An address allowed to record audit events (repeatable; the deployer always may).", valueName: "address")) var writer: [String] = []
+        @Option(help: "Seconds to wait for each request and receipt.") var timeout: Double = 60
+        func run() throws {
+            try guarded {
+                bootstrapLedgerLogging()
+                guard rpc.hasPrefix("http://") || rpc.hasPrefix("https://") else { throw Failure(description: "--rpc must be an http:// or https:// URL", exitCode: Failure.usage) }
+                guard ["finalized", "safe", "latest"].contains(block) else { throw Failure(description: "--block must be finalized, safe or latest", exitCode: Failure.usage) }
+                let writers = try writer.map { try Address($0) }
+                let key = try signer.load()
+                let loc = try EVMLedger.deploy(rpcURL: rpc, signer: key, block: block, timeout: timeout)
+                let l = try EVMLedger(location: loc)
+                for w in writers { try l.setAuditWriter(w, allowed: true, admin: key) }
+                print(loc.text)
             }
         }
     }
@@ -250,8 +287,29 @@ struct LedgerCommand: ParsableCommand {
         @Option(help: "The time to judge rentals at: RFC 3339 or Unix seconds (default now).") var at: String?
         func run() throws {
             try guarded {
-                let l = try ledger.open()
                 let t = try at.map(parseTime) ?? UInt64(Date().timeIntervalSince1970)
+                if ledger.isChain {
+                    let l = try ledger.engine()
+                    guard let dataset else { print("ledger \(l.origin): an EVM chain (\((l as? EVMLedger)?.location.text ?? ""))"); return }
+                    guard let rec = l.dataset(dataset) else {
+                        try throwIfChainFailed(l)
+                        throw Failure(description: "dataset '\(dataset)' is not registered in this ledger", exitCode: Failure.noInput)
+                    }
+                    if let user {
+                        let u = try Address(user)
+                        guard let r = l.activeRental(dataset: dataset, user: u, at: t) else {
+                            try throwIfChainFailed(l)
+                            print("no active rental of \(dataset) by \(u) at \(formatTime(t)) (and at the chain's \((l as? EVMLedger)?.location.block ?? "") block)")
+                            throw ExitCode(1)
+                        }
+                        print("active: rental \(r.id) of \(dataset) by \(u) until \(formatTime(r.history.last?.expires ?? 0))")
+                        return
+                    }
+                    print("dataset \(rec.id): owner \(rec.owner), policy \(Hex.encode(rec.policyHash))")
+                    for v in rec.versions { print("  version \(Hex.encode(v.root))") }
+                    return
+                }
+                let l = try ledger.open()
                 let s = l.state
                 guard let dataset else {
                     let cp = l.checkpoint()
@@ -287,9 +345,11 @@ struct LedgerCommand: ParsableCommand {
         @Flag(help: "One JSON object per line.") var json = false
         func run() throws {
             try guarded {
-                let l = try ledger.open()
+                let l = try ledger.engine()
                 let f = EventFilter(dataset: dataset, actor: try actor.map { try Address($0) }, kind: kind)
-                for e in l.state.events(matching: f) {
+                let events = l.events(matching: f)
+                try throwIfChainFailed(l)
+                for e in events {
                     var detail = ""
                     switch e.operation {
                     case .registerDataset(_, let p, let o): detail = "policy=\(Hex.encode(p)) owner=\(o)"

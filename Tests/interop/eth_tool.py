@@ -9,6 +9,8 @@ Reads a JSON request on stdin, writes a JSON answer on stdout.
   keystore-encrypt {"key": hex, "password": str, "kdf": "scrypt"|"pbkdf2", "iterations": int} -> keystore
   keystore-decrypt {"keystore": {...}, "password": str} -> {"key": hex}
   siwe-sign   {"items": [{"key": hex, "text": str}]} -> [signature hex]
+  sign-tx     {"items": [{"key": hex, "tx": {chainId, nonce, maxPriorityFeePerGas, maxFeePerGas, gas, to|null, value, data}}]}
+              -> [raw signed EIP-1559 transaction hex]
   sign-typed  {"items": [{"key": hex, "typed": eth_signTypedData_v4 JSON}]} -> [{"digest", "signature"}]
 """
 import json
@@ -42,6 +44,14 @@ def main() -> None:
     elif cmd == "siwe-sign":
         out = [Account.from_key(bytes.fromhex(it["key"])).sign_message(encode_defunct(text=it["text"]))
                .signature.hex().removeprefix("0x") for it in req["items"]]
+    elif cmd == "sign-tx":
+        out = []
+        for it in req["items"]:
+            tx = dict(it["tx"], type=2, accessList=[])
+            if tx.get("to") is None:
+                tx.pop("to", None)
+            tx["data"] = bytes.fromhex(tx["data"])
+            out.append(Account.from_key(bytes.fromhex(it["key"])).sign_transaction(tx).raw_transaction.hex().removeprefix("0x"))
     elif cmd == "sign-typed":
         out = []
         for it in req["items"]:
