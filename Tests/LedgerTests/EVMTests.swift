@@ -232,6 +232,27 @@ extension OnChain {
         #expect(Quantity.uint64("0x0") == 0 && Quantity.uint64("0xffffffffffffffff") == UInt64.max)
     }
 
+    /// An embedded ledger's checkpoint witnessed on the chain (Audit.checkpoint): read back,
+    /// and never rolled back to a smaller tree.
+    @Test func embeddedCheckpointsOnTheChain() throws {
+        let l = try Chain.deploy()
+        let dir = TempDir()
+        let file = try EmbeddedLedger.create(path: dir.sub("l"))
+        let owner = try key(1)
+        try file.append(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner)
+        try file.append(.registerVersion(dataset: "aging", root: root(1)), signer: owner)
+        let cp = file.checkpoint()
+        #expect(try l.publishedCheckpoint(origin: file.origin) == nil)
+        try l.publishCheckpoint(cp, signer: owner)
+        let got = try #require(try l.publishedCheckpoint(origin: file.origin))
+        #expect(got.size == 2 && got.root == cp.root)
+        let older = Checkpoint(origin: cp.origin, size: 1, root: file.tree.root(size: 1))
+        #expect { try l.publishCheckpoint(older, signer: owner) } throws: { "\($0)".contains("cannot shrink") }
+        // Writers only.
+        let stranger = try PrivateKey(bytes: Hex.decode(String(Chain.devnet.keys[1].dropFirst(2)))!) // funded, not a writer
+        #expect { try l.publishCheckpoint(cp, signer: stranger) } throws: { "\($0)".contains("not an allow-listed audit writer") }
+    }
+
     /// Gas used by each operation (docs/ledger.md §7.4), measured from receipts.
     @Test func gasCosts() throws {
         let l = try Chain.deploy()
