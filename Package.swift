@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "EVM", "Attestation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

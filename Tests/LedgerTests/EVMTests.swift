@@ -297,6 +297,10 @@ extension OnChain {
         #expect(r.status != 0 && r.stderr.contains("only the owner"), "\(r.stderr)")
         r = try ProcessTests.cli(["ledger", "events", "--ledger", loc, "--dataset", "aging"])
         #expect(r.stdoutText.split(separator: "\n").map { $0.split(separator: "\t")[2] } == ["dataset.register", "dataset.version", "rental.set"])
+        r = try ProcessTests.cli(["ledger", "verify", "--ledger", loc], ok: false)
+        #expect(r.status == 64 && r.stderr.contains("works on ledger files") && !r.stderr.contains("rental="), "\(r.stderr)")
+        r = try ProcessTests.cli(["ledger", "init", "--ledger", loc], ok: false)
+        #expect(r.status == 64 && r.stderr.contains("cce4 ledger deploy"))
         r = try ProcessTests.cli(["ledger", "status", "--ledger", loc.replacingOccurrences(of: "chain=\(Chain.devnet.chainID)", with: "chain=5")], ok: false)
         #expect(r.status != 0 && r.stderr.contains("chain id mismatch"), "\(r.stderr)")
     }
