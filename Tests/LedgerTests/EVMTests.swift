@@ -191,6 +191,29 @@ extension OnChain {
         }
     }
 
+    /// A transaction signed here is the one eth-account signs for the same key, nonce and
+    /// fields, and the node accepts and mines it.
+    @Test func swiftSignedTransactionIsEthAccountsAndIsMined() throws {
+        let l = try Chain.deploy()
+        let owner = try key(1)
+        let nonce = Quantity.uint64(try Chain.rpc("eth_getTransactionCount", [owner.address.checksummed, "pending"]))!
+        let data = ABI.call("register(string,bytes32,address)", [.string("signed-here"), .bytes32(policy), .address(owner.address)])
+        let tx = EIP1559Transaction(chainID: Chain.devnet.chainID, nonce: nonce, maxPriorityFeePerGas: 1_000_000_000, maxFeePerGas: 100_000_000_000,
+                                    gas: 300_000, to: l.location.rental, data: data)
+        let signed = try tx.signed(by: owner)
+        let item: [String: Any] = ["key": Hex.encode([UInt8](repeating: 1, count: 32)),
+                                   "tx": ["chainId": tx.chainID, "nonce": tx.nonce, "maxPriorityFeePerGas": tx.maxPriorityFeePerGas, "maxFeePerGas": tx.maxFeePerGas,
+                                          "gas": tx.gas, "to": l.location.rental.checksummed, "value": 0, "data": Hex.encode(data)] as [String: Any]]
+        let r = try run(Repo.python, [Repo.root + "/Tests/interop/eth_tool.py", "sign-tx"], input: try JSONSerialization.data(withJSONObject: ["items": [item]]))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect((try JSONSerialization.jsonObject(with: r.stdout) as? [String]) == [Hex.encode(signed.raw)])
+        let hash = try Chain.rpc("eth_sendRawTransaction", [Quantity.data(signed.raw)])
+        #expect(Quantity.bytes(hash) == signed.hash)
+        let receipt = try #require(EVMLedger.parseReceipt(try Chain.rpc("eth_getTransactionReceipt", [Quantity.data(signed.hash)])) ?? nil)
+        #expect(receipt.status == 1)
+        #expect(l.dataset("signed-here")?.owner == owner.address)
+    }
+
     /// An endpoint that never shows the receipt: the write waits for the quorum until its
     /// timeout, then says the transaction may still be mined (never that it failed or succeeded).
     @Test func receiptTimeout() throws {
