@@ -96,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "cce4",
             dependencies: [
-                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "Attestation", "PrivacyPlane", "PlaneClient", "KeyRelease",
+                "Dataset", "Envelope", "ObjectStore", "Wallet", "Ledger", "EVM", "Attestation", "PrivacyPlane", "PlaneClient", "KeyRelease",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

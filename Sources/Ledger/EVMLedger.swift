@@ -136,7 +136,8 @@ public final class EVMLedger {
     private var cacheTx: [[UInt8]] = []
     private var datasetNames: [[UInt8]: String] = [:]
     private var blockTimes: [UInt64: UInt64] = [:]
-    /// The last error a non-throwing query met (it then answered nil or nothing: fail closed).
+    /// The error the last non-throwing query met (it then answered nil or nothing: fail
+    /// closed); nil when it succeeded.
     public private(set) var lastError: LedgerError?
     /// Gas used by the last transaction this engine sent (docs/ledger.md §7.4 measures with it).
     public private(set) var lastGasUsed: UInt64 = 0
@@ -594,6 +595,26 @@ public final class EVMLedger {
         nextBlock = location.fromBlock
     }
 
+    /// Records an embedded ledger's checkpoint (origin, size, root) in the Audit contract, so
+    /// the chain witnesses the file's tree head; the key is keccak256(origin). Allow-listed
+    /// writers only; a smaller size than the last is refused.
+    @discardableResult
+    public func publishCheckpoint(_ cp: Checkpoint, signer: PrivateKey) throws(LedgerError) -> EVMReceipt {
+        guard cp.root.count == 32 else { throw .invalidArgument("a checkpoint root is 32 bytes") }
+        return try transact(signer, to: location.audit, data: ABI.call("checkpoint(bytes32,uint64,bytes32)",
+                                                                       [.bytes32(Keccak256.hash(Array(cp.origin.utf8))), .uint(cp.size), .bytes32(cp.root)]))
+    }
+
+    /// The last checkpoint recorded for `origin` at the pinned block: (size, root), nil if none.
+    public func publishedCheckpoint(origin: String) throws(LedgerError) -> (size: UInt64, root: [UInt8])? {
+        let b = try pin()
+        let key = Keccak256.hash(Array(origin.utf8))
+        let size = try decode({ (r) throws(ABIError) in try r.uint64(0) }, try call(location.audit, ABI.call("checkpointSize(bytes32)", [.bytes32(key)]), at: b.number), "checkpointSize")
+        guard size > 0 else { return nil }
+        let root = try decode({ (r) throws(ABIError) in try r.bytes32(0) }, try call(location.audit, ABI.call("checkpointRoot(bytes32)", [.bytes32(key)]), at: b.number), "checkpointRoot")
+        return (size, root)
+    }
+
     /// Allows (or stops) `writer` recording audit events; `admin` must be the Audit contract's deployer.
     public func setAuditWriter(_ writer: Address, allowed: Bool, admin: PrivateKey) throws(LedgerError) {
         try transact(admin, to: location.audit, data: ABI.call("setWriter(address,bool)", [.address(writer), .bool(allowed)]))
@@ -619,14 +640,17 @@ extension EVMLedger: LedgerEngine {
     public func refresh() throws(LedgerError) { try loadEvents(upTo: try pin().number) }
 
     public func dataset(_ id: String) -> DatasetRecord? {
+        lastError = nil
         do { return try queryDataset(id) } catch { lastError = error; return nil }
     }
 
     public func activeRental(dataset: String, user: Address, at time: UInt64) -> Rental? {
+        lastError = nil
         do { return try queryActiveRental(dataset: dataset, user: user, at: time) } catch { lastError = error; return nil }
     }
 
     public func events(matching filter: EventFilter) -> [Event] {
+        lastError = nil
         do { try refresh() } catch { lastError = error; return [] }
         return lock.withLock { cache }.filter { e in
             (filter.dataset == nil || e.dataset == filter.dataset) && (filter.actor == nil || e.actor == filter.actor) && (filter.kind == nil || e.kind == filter.kind)
@@ -645,6 +669,7 @@ extension EVMLedger: LedgerEngine {
 
     /// At the pinned block: the approval's expiry is after both the block's timestamp and `time`.
     public func isOperator(_ operator: Address, of owner: Address, at time: UInt64) -> Bool {
+        lastError = nil
         do {
             let b = try pin()
             let r = try call(location.rental, ABI.call("operatorExpires(address,address)", [.address(owner), .address(`operator`)]), at: b.number)

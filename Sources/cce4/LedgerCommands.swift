@@ -1,6 +1,7 @@
 // cce4 ledger: the embedded ledger — datasets, rentals (ERC-4907) and audit events in one
 // signed, hash-chained, Merkle-tree file; checkpoints and proofs anyone can check.
 import ArgumentParser
+import EVM
 import Envelope
 import Foundation
 import Ledger
@@ -21,7 +22,7 @@ struct LedgerOptions: ParsableArguments {
     /// The embedded engine itself (checkpoints, proofs, verification).
     func open(writable: Bool = false) throws -> EmbeddedLedger {
         bootstrapLedgerLogging()
-        let p = try path
+        let p = try filePath
         return try EmbeddedLedger(path: p.hasPrefix("file://") ? String(p.dropFirst(7)) : p, writable: writable)
     }
 
@@ -29,6 +30,18 @@ struct LedgerOptions: ParsableArguments {
     func engine(writable: Bool = false) throws -> any LedgerEngine {
         bootstrapLedgerLogging()
         return try Ledgers.open(try path, writable: writable)
+    }
+
+    /// The ledger file's path; a chain location is refused (a usage error that says why).
+    var filePath: String {
+        get throws {
+            let p = try path
+            guard !EVMLocation.isEVM(p) else {
+                throw Failure(description: "this command works on ledger files; \(RPCEndpoint.redact(String(p.dropFirst(4)))) is a chain ledger (use dataset, rent, end-rental, record, status, events; docs/ledger.md §7)",
+                              exitCode: Failure.usage)
+            }
+            return p
+        }
     }
 
     /// Whether the location is a chain (evm+http://…).
@@ -69,6 +82,7 @@ struct LedgerCommand: ParsableCommand {
         @OptionGroup var ledger: LedgerOptions
         func run() throws {
             try guarded {
+                guard !ledger.isChain else { throw Failure(description: "a chain ledger is made with `cce4 ledger deploy --rpc URL`, not init", exitCode: Failure.usage) }
                 let l = try EmbeddedLedger.create(path: try ledger.path)
                 print(l.origin)
             }
@@ -387,7 +401,7 @@ struct LedgerCommand: ParsableCommand {
                     }
                     expected = try readCheckpoint(checkpoint, signer: signer)
                 }
-                let r = try EmbeddedLedger.verify(path: try ledger.path, against: expected)
+                let r = try EmbeddedLedger.verify(path: try ledger.filePath, against: expected)
                 if r.incompleteTailBytes > 0 {
                     throw Failure(description: "entry \(r.entries) is incomplete (\(r.incompleteTailBytes) bytes; torn by a crash mid-append): `cce4 ledger repair` drops it", exitCode: Failure.dataError)
                 }

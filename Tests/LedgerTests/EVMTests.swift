@@ -191,6 +191,29 @@ extension OnChain {
         }
     }
 
+    /// A transaction signed here is the one eth-account signs for the same key, nonce and
+    /// fields, and the node accepts and mines it.
+    @Test func swiftSignedTransactionIsEthAccountsAndIsMined() throws {
+        let l = try Chain.deploy()
+        let owner = try key(1)
+        let nonce = Quantity.uint64(try Chain.rpc("eth_getTransactionCount", [owner.address.checksummed, "pending"]))!
+        let data = ABI.call("register(string,bytes32,address)", [.string("signed-here"), .bytes32(policy), .address(owner.address)])
+        let tx = EIP1559Transaction(chainID: Chain.devnet.chainID, nonce: nonce, maxPriorityFeePerGas: 1_000_000_000, maxFeePerGas: 100_000_000_000,
+                                    gas: 300_000, to: l.location.rental, data: data)
+        let signed = try tx.signed(by: owner)
+        let item: [String: Any] = ["key": Hex.encode([UInt8](repeating: 1, count: 32)),
+                                   "tx": ["chainId": tx.chainID, "nonce": tx.nonce, "maxPriorityFeePerGas": tx.maxPriorityFeePerGas, "maxFeePerGas": tx.maxFeePerGas,
+                                          "gas": tx.gas, "to": l.location.rental.checksummed, "value": 0, "data": Hex.encode(data)] as [String: Any]]
+        let r = try run(Repo.python, [Repo.root + "/Tests/interop/eth_tool.py", "sign-tx"], input: try JSONSerialization.data(withJSONObject: ["items": [item]]))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect((try JSONSerialization.jsonObject(with: r.stdout) as? [String]) == [Hex.encode(signed.raw)])
+        let hash = try Chain.rpc("eth_sendRawTransaction", [Quantity.data(signed.raw)])
+        #expect(Quantity.bytes(hash) == signed.hash)
+        let receipt = try #require(EVMLedger.parseReceipt(try Chain.rpc("eth_getTransactionReceipt", [Quantity.data(signed.hash)])) ?? nil)
+        #expect(receipt.status == 1)
+        #expect(l.dataset("signed-here")?.owner == owner.address)
+    }
+
     /// An endpoint that never shows the receipt: the write waits for the quorum until its
     /// timeout, then says the transaction may still be mined (never that it failed or succeeded).
     @Test func receiptTimeout() throws {
@@ -230,6 +253,27 @@ extension OnChain {
         }
         for bad in ["0x", "0x00", "0x1g", "12", "0x10000000000000000"] { #expect(Quantity.uint64(bad) == nil, "\(bad)") }
         #expect(Quantity.uint64("0x0") == 0 && Quantity.uint64("0xffffffffffffffff") == UInt64.max)
+    }
+
+    /// An embedded ledger's checkpoint witnessed on the chain (Audit.checkpoint): read back,
+    /// and never rolled back to a smaller tree.
+    @Test func embeddedCheckpointsOnTheChain() throws {
+        let l = try Chain.deploy()
+        let dir = TempDir()
+        let file = try EmbeddedLedger.create(path: dir.sub("l"))
+        let owner = try key(1)
+        try file.append(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner)
+        try file.append(.registerVersion(dataset: "aging", root: root(1)), signer: owner)
+        let cp = file.checkpoint()
+        #expect(try l.publishedCheckpoint(origin: file.origin) == nil)
+        try l.publishCheckpoint(cp, signer: owner)
+        let got = try #require(try l.publishedCheckpoint(origin: file.origin))
+        #expect(got.size == 2 && got.root == cp.root)
+        let older = Checkpoint(origin: cp.origin, size: 1, root: file.tree.root(size: 1))
+        #expect { try l.publishCheckpoint(older, signer: owner) } throws: { "\($0)".contains("cannot shrink") }
+        // Writers only.
+        let stranger = try PrivateKey(bytes: Hex.decode(String(Chain.devnet.keys[1].dropFirst(2)))!) // funded, not a writer
+        #expect { try l.publishCheckpoint(cp, signer: stranger) } throws: { "\($0)".contains("not an allow-listed audit writer") }
     }
 
     /// Gas used by each operation (docs/ledger.md §7.4), measured from receipts.
@@ -276,6 +320,10 @@ extension OnChain {
         #expect(r.status != 0 && r.stderr.contains("only the owner"), "\(r.stderr)")
         r = try ProcessTests.cli(["ledger", "events", "--ledger", loc, "--dataset", "aging"])
         #expect(r.stdoutText.split(separator: "\n").map { $0.split(separator: "\t")[2] } == ["dataset.register", "dataset.version", "rental.set"])
+        r = try ProcessTests.cli(["ledger", "verify", "--ledger", loc], ok: false)
+        #expect(r.status == 64 && r.stderr.contains("works on ledger files") && !r.stderr.contains("rental="), "\(r.stderr)")
+        r = try ProcessTests.cli(["ledger", "init", "--ledger", loc], ok: false)
+        #expect(r.status == 64 && r.stderr.contains("cce4 ledger deploy"))
         r = try ProcessTests.cli(["ledger", "status", "--ledger", loc.replacingOccurrences(of: "chain=\(Chain.devnet.chainID)", with: "chain=5")], ok: false)
         #expect(r.status != 0 && r.stderr.contains("chain id mismatch"), "\(r.stderr)")
     }
