@@ -139,7 +139,9 @@ struct DEKStore: Sendable {
     @discardableResult
     func rotate(_ dataset: String) throws -> UInt32 {
         for _ in 0..<8 {
-            let n = (try numbers(dataset).last ?? 0) + 1
+            let last = try numbers(dataset).last ?? 0
+            guard last < UInt32.max - 1 else { throw PlaneError.unavailable("the key numbers of '\(dataset)' in the store are exhausted or corrupt") }
+            let n = last + 1
             let dek = try SecureBytes.random(count: 32)
             do {
                 try store.put(try Self.key(dataset, n), try keys.wrap(dek: dek, dataset: dataset, keyNumber: n), ifAbsent: true)

@@ -126,14 +126,11 @@ public final class PlaneService: Sendable {
             }
         })
         guard !recorded.isEmpty else { return nil }
-        // Key numbers are small and dense: look for the highest recorded one up to what the store holds.
-        let highest = max(try deks.numbers(dataset).last ?? 0, UInt32(recorded.count))
-        var n = highest
-        while n > 0 {
-            if recorded.contains(Self.keyEventHash(dataset, n)) { return n }
-            n -= 1
-        }
-        return nil
+        // Candidates: the numbers the store holds and the first few (keys are numbered densely);
+        // bounded work whatever an untrusted store lists.
+        var candidates = Set(try deks.numbers(dataset))
+        for i in 1...UInt32(min(recorded.count + 64, 1 << 20)) { candidates.insert(i) }
+        return candidates.sorted(by: >).first { recorded.contains(Self.keyEventHash(dataset, $0)) }
     }
 
     /// The current key's number and DEK (making key 1 if the ledger records none).

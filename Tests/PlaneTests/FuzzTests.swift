@@ -21,6 +21,7 @@ import Wallet
         let r = try run(schemathesis, ["run", p.base + "/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
                                        "--max-examples", "25", "--seed", "4242", "--workers", "1", "--request-timeout", "20",
                                        "--header", "Authorization: Bearer \(token)", "--no-color"],
+                        cwd: d.dir.path, // schemathesis keeps a cache in its working directory
                         environment: ProcessInfo.processInfo.environment.merging(["SCHEMATHESIS_HOOKS": ""]) { $1 })
         let out = r.stdoutText
         let failures = out.range(of: "=== FAILURES ===") != nil

@@ -265,3 +265,34 @@ extension UploadTests {
         #expect(p.stop().status == 0)
     }
 }
+
+extension UploadTests {
+    /// SIGTERM while an upload is streaming: the plane stops accepting, finishes the upload
+    /// (201, recorded), then exits 0.
+    @Test func sigtermLetsAnUploadInFlightFinish() throws {
+        let d = try Deployment()
+        let p = try RunningPlane(d)
+        let t = try p.signInApproved(try PrivateKey.generate())
+        #expect(try http("POST", p.base + "/v1/datasets", json: ["id": "slow"], token: t).status == 201)
+        try FileManager.default.createDirectory(atPath: d.dir.sub("slowsrc"), withIntermediateDirectories: true)
+        var rng = SeededGenerator(seed: 3)
+        try writeFile(d.dir.sub("slowsrc/f"), rng.bytes(3 << 20))
+        #expect(try run("/usr/bin/env", ["tar", "-C", d.dir.sub("slowsrc"), "-cf", d.dir.sub("slow.tar"), "f"]).status == 0)
+        let curl = Process()
+        curl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        curl.arguments = ["curl", "-sS", "-o", d.dir.sub("slow.out"), "-w", "%{http_code}", "--limit-rate", "1M", "-T", d.dir.sub("slow.tar"),
+                          "-H", "Authorization: Bearer \(t)", "-H", "Content-Type: application/x-tar", p.base + "/v1/datasets/slow/versions"]
+        let out = Pipe()
+        curl.standardOutput = out
+        try curl.run()
+        Thread.sleep(forTimeInterval: 1.0) // about a third of the body is in
+        let (status, log) = p.stop() // SIGTERM, then wait for the exit
+        curl.waitUntilExit()
+        let code = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(code == "201", "upload during shutdown: \(code) \((try? String(contentsOfFile: d.dir.sub("slow.out"), encoding: .utf8)) ?? "")")
+        #expect(status == 0, "\(log.suffix(1000))")
+        // The version was recorded before the plane exited.
+        let again = try RunningPlane(d)
+        #expect((try http("GET", again.base + "/v1/datasets/slow/versions").json["versions"] as? [Any])?.count == 1)
+    }
+}
