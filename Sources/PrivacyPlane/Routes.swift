@@ -7,21 +7,6 @@ import Ledger
 import NIOCore
 import Wallet
 
-/// Helpers for route handlers added through `PlaneRouteRegistrar`: JSON in and out, the
-/// bearer token's address, the clock.
-public enum PlaneHTTP {
-    /// A JSON response (sorted keys).
-    public static func json<T: Encodable>(_ v: T, status: HTTPResponse.Status = .ok) -> Response { Routes.json(v, status) }
-    /// Decodes a JSON body of at most `limit` bytes (400 not JSON, 413 too big, 415 wrong type, 422 wrong shape).
-    public static func body<T: Decodable>(_ req: Request, _ t: T.Type, limit: Int = 64 * 1024) async throws -> T { try await Routes.body(req, t, limit: limit) }
-    /// The address of the request's bearer token (401 if absent, invalid or expired).
-    public static func caller(_ req: Request, _ service: PlaneService) throws -> Address { try Routes.bearer(req, service) }
-    /// Runs blocking work off the event loop.
-    public static func offload<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T { try await blocking(body) }
-    /// Unix seconds now.
-    public static func now() -> UInt64 { PlaneService.now() }
-}
-
 enum Routes {
     static func json<T: Encodable>(_ v: T, _ status: HTTPResponse.Status = .ok, contentType: String = "application/json") -> Response {
         let enc = JSONEncoder()

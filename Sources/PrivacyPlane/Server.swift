@@ -23,12 +23,7 @@ public struct RouteSpec: Sendable, Hashable {
 }
 
 /// A route handler. Throw `PlaneError` for client errors; anything else becomes a 500.
-public typealias PlaneHandler = @Sendable (Request, BasicRequestContext) async throws -> Response
-typealias Handler = PlaneHandler
-/// Registers one more route (method, OpenAPI path template such as /v1/leases/renew, handler),
-/// served behind the same middleware (problem+json, metrics, logs, sealing label) and listed
-/// in `PlaneServer.routes` (so the OpenAPI test requires it in docs/openapi.json).
-public typealias PlaneRouteRegistrar = (HTTPRequest.Method, String, @escaping PlaneHandler) -> Void
+typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
 
 /// Runs blocking work (store and ledger I/O, encryption) off the event loop.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
@@ -123,8 +118,7 @@ public final class PlaneServer: Sendable {
     public var boundPort: Int? { port.withLock { $0 } }
 
     /// Opens the store, the ledger and the KEK named by `config`.
-    public convenience init(config: PlaneConfig, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger? = nil,
-                            extraRoutes: ((PlaneRouteRegistrar, PlaneService) -> Void)? = nil) throws {
+    public convenience init(config: PlaneConfig, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger? = nil) throws {
         try config.validate()
         var log = logger ?? Logger(label: "cce4.plane")
         let sealing: any SealingProvider
@@ -141,15 +135,12 @@ public final class PlaneServer: Sendable {
         do { keyRelease = try KeyReleaseAuthority.forPlane(config: config, service: service) } catch let e as PlaneConfigError { throw e } catch {
             throw PlaneConfigError("key release cannot start: \(error)")
         }
-        self.init(service: service, logger: log, keyRelease: keyRelease, extraRoutes: extraRoutes)
+        self.init(service: service, logger: log, keyRelease: keyRelease)
     }
 
-    /// - Parameters:
-    ///   - keyRelease: the attested key-release authority behind the `/v1/key-release…` routes
-    ///     (nil: they answer 503).
-    ///   - extraRoutes: adds routes beyond the built-in API.
-    public init(service: PlaneService, logger: Logger, keyRelease: KeyReleaseAuthority? = nil,
-                extraRoutes: ((PlaneRouteRegistrar, PlaneService) -> Void)? = nil) {
+    /// - Parameter keyRelease: the attested key-release authority behind the `/v1/key-release…`
+    ///   routes (nil: they answer 503).
+    public init(service: PlaneService, logger: Logger, keyRelease: KeyReleaseAuthority? = nil) {
         self.service = service
         self.logger = logger
         let router = Router(context: BasicRequestContext.self)
@@ -162,7 +153,6 @@ public final class PlaneServer: Sendable {
         }
         Routes.register(on: on, service: service, metrics: metrics)
         KeyReleaseRoutes.register(on: on, authority: keyRelease)
-        extraRoutes?(on, service)
         self.routes = specs
         table.withLock { $0 = RouteTable(specs) }
         self.responder = router.buildResponder()
