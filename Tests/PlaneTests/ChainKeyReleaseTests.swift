@@ -1,0 +1,180 @@
+// Issue 10's end to end on the test chain: the same key-release flow as KeyReleaseMountTests,
+// with the plane's ledger on the evm-devnet (contracts deployed by `cce4 ledger deploy`, the
+// plane allow-listed as an audit writer and funded for gas). The provider pushes, rents with
+// `cce4 plane rent`, the consumer mounts through the plane and reads every file; `evm_mine` past
+// the rental's expiry makes it inactive and a new mount is refused (exit 77); transferring the
+// rental token (ERC-721 transferFrom signed in Swift) ends a rental too. The events the plane
+// wrote are read back with eth_getLogs and compared with those the same flow writes on an
+// embedded ledger.
+import Envelope
+import Foundation
+import Ledger
+import PrivacyPlane
+import Testing
+import TestSupport
+import Wallet
+
+/// One run of the flow on one ledger.
+struct ChainFlowResult {
+    /// The ledger's events, as `ChainKeyReleaseTests.skeleton` renders them.
+    var events: [String]
+}
+
+@Suite("Key release through the plane on the EVM chain (real devnet, real FUSE mounts)", .serialized)
+struct ChainKeyReleaseTests {
+    /// The same KEK (so the same plane identity), owner and consumer on both engines.
+    static let kek: [UInt8] = (0..<32).map { UInt8($0) &* 7 &+ 3 }
+    static let owner = try! PrivateKey(bytes: [UInt8](repeating: 0, count: 31) + [0x41])
+    static let consumer = try! PrivateKey(bytes: [UInt8](repeating: 0, count: 31) + [0x42])
+    static let rentalSeconds: UInt64 = 40
+
+    /// A JSON-RPC call to the devnet (test controls, reads).
+    @discardableResult
+    static func rpc(_ url: String, _ method: String, _ params: [Any] = []) throws -> Any {
+        let r = try http("POST", url, json: ["jsonrpc": "2.0", "id": 1, "method": method, "params": params] as [String: Any])
+        guard r.status == 200, let result = r.json["result"] else { throw TestFailure("\(method): \(r.status) \(r.text)") }
+        return result
+    }
+
+    static func cli(_ args: [String]) throws -> ProcessResult { try run(Repo.binary("cce4"), args) }
+
+    /// `cce4 plane rental`: (exit status, stdout).
+    static func rentalStatus(_ fx: ReleaseFixture) throws -> (Int32, String) {
+        let r = try cli(["plane", "rental", "--plane", fx.plane.base, "--dataset", "trial", "--user", fx.consumer.address.checksummed])
+        return (r.status, r.stdoutText)
+    }
+
+    /// `cce4 plane rent` by the owner, for `seconds`; the rental id.
+    static func rent(_ fx: ReleaseFixture, for seconds: UInt64) throws -> UInt64 {
+        let r = try cli(["plane", "rent", "--plane", fx.plane.base, "--keystore", fx.dir.sub("owner.json"), "--password-file", fx.dir.sub("pw"),
+                         "--dataset", "trial", "--user", fx.consumer.address.checksummed, "--for", "\(seconds)s"])
+        guard r.status == 0, let id = UInt64(r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw TestFailure("plane rent: \(r.stderr)") }
+        return id
+    }
+
+    /// Mounts, reads every file, unmounts, and waits for the access log's root on the ledger.
+    static func mountAndRead(_ fx: ReleaseFixture, _ name: String) throws {
+        let before = try fx.events("access.log").count
+        let (r, mp) = try fx.mount(try fx.credential(name), "mnt-\(name)")
+        #expect(r.status == 0, "\(r.stderr)")
+        guard r.status == 0 else { return }
+        let m = MountGuard(mp)
+        for (p, b) in fx.files.sorted(by: { $0.key < $1.key }) { #expect(try readFile(mp + "/" + p) == b, "\(p)") }
+        m.unmount()
+        var n = before
+        for _ in 0..<100 where n == before { n = try fx.events("access.log").count; Thread.sleep(forTimeInterval: 0.1) }
+        #expect(n == before + 1, "the access log's root reached the ledger at unmount")
+    }
+
+    static func refusedMount(_ fx: ReleaseFixture, _ name: String) throws {
+        let (r, mp) = try fx.mount(try fx.credential(name), "mnt-\(name)")
+        if r.status == 0 { MountGuard(mp).unmount() }
+        #expect(r.status == 77, "\(name): exit \(r.status) \(r.stderr)")
+        #expect(r.stderr.lowercased().contains("no active rental"), "\(name): \(r.stderr)")
+    }
+
+    /// The flow up to the rental's expiry and the refused mount, on the embedded ledger
+    /// (`devnet` nil: waits for the expiry) or on the chain (`evm_mine` past it).
+    static func flow(devnet: EVMDevnet?, then: ((ReleaseFixture, EVMDevnet) throws -> Void)? = nil) throws -> ChainFlowResult {
+        var deployed: String?
+        let fx = try ReleaseFixture(leaseTTL: 3, kek: try Self.kek.withUnsafeBytes { try SecureBytes(copying: $0) }, owner: owner, consumer: consumer, ledger: devnet.map { chain in
+            { d, plane in
+                // The plane's identity writes audit events and pays gas: allow-list and fund it.
+                let start = Date()
+                let r = try cli(["ledger", "deploy", "--rpc", chain.url, "--keystore", d.dir.sub("owner.json"), "--password-file", d.dir.sub("pw"),
+                                 "--writer", plane.checksummed, "--block", "latest"])
+                guard r.status == 0 else { throw TestFailure("ledger deploy: \(r.stderr)") }
+                deployed = r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+                print("chain: deployed \(deployed!) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+                d.ledgerLocation = deployed
+            }
+        })
+        if devnet != nil { #expect(fx.d.ledger == deployed && fx.d.ledger.hasPrefix("evm+http://")) }
+        let t0 = Date()
+        let rental = try rent(fx, for: rentalSeconds)
+        let expires = UInt64(Date().timeIntervalSince1970) + rentalSeconds // at most this (the CLI computed it first)
+        #expect(rental == 1)
+        let (s1, o1) = try rentalStatus(fx)
+        #expect(s1 == 0 && o1.hasPrefix("active: rental 1"), "\(o1)")
+        let status = try http("GET", fx.plane.base + "/v1/datasets/trial/rentals/\(fx.consumer.address.checksummed)")
+        #expect(status.status == 200 && status.json["active"] as? Bool == true, "\(status.text)")
+        try mountAndRead(fx, "ok")
+        print("\(devnet == nil ? "embedded" : "chain"): rent + check + mount + read + unmount in \(String(format: "%.1f", Date().timeIntervalSince(t0))) s")
+        // The rental expires.
+        if let devnet {
+            try rpc(devnet.url, "evm_mine", [expires + 1])
+        } else {
+            let wait = Double(expires + 1) - Date().timeIntervalSince1970
+            if wait > 0 { Thread.sleep(forTimeInterval: wait) }
+        }
+        let (s2, o2) = try rentalStatus(fx)
+        #expect(s2 == 1 && o2.contains("no active rental"), "\(o2)")
+        try refusedMount(fx, "late")
+        let result = ChainFlowResult(events: try Ledgers.open(fx.d.ledger).events(matching: EventFilter()).map { try skeleton($0, fx) })
+        if let devnet, let then { try then(fx, devnet) }
+        return result
+    }
+
+    /// An event without what legitimately differs between two runs of the flow: times, rental
+    /// expiries, approval signatures and expiries, and the payloads bound to a session (the
+    /// release's and refusal's transcript hashes, the access log's root, which hold nonces and
+    /// ephemeral keys). Version roots are compared with the run's pushed root. The plane's own
+    /// audit events about calls (`plane.dataset.create`, `plane.version.upload`,
+    /// `plane.rental.grant`) carry the SHA-256 of a JSON payload the plane keeps in the store:
+    /// the ledger's hash must be that object's, and the object, without its `time` (and a
+    /// grant's `expires`; the version's root named as the run's pushed root), is compared.
+    static func skeleton(_ e: Event, _ fx: ReleaseFixture) throws -> String {
+        let head = "\(e.index) \(e.kind) \(e.actor.checksummed) \(e.dataset ?? "-")"
+        switch e.operation {
+        case .registerDataset(let d, let p, let o): return "\(head) register \(d) \(Hex.encode(p)) \(o.checksummed)"
+        case .registerVersion(let d, let r): return "\(head) version \(d) \(Hex.encode(r) == fx.root ? "pushed-root" : Hex.encode(r))"
+        case .setRental(let d, let id, let u, _): return "\(head) rent \(d) \(id) \(u.checksummed)"
+        case .endRental(let d, let id): return "\(head) end \(d) \(id)"
+        case .approveOperator(let a): return "\(head) approve \(a.owner.checksummed) \(a.operator.checksummed) \(a.nonce) \(a.expires == 0 ? "revoke" : "grant")"
+        case .audit(let k, let d, let p):
+            if k.hasPrefix("plane."), let d, FileManager.default.fileExists(atPath: fx.dir.sub("store/\(d)/plane/audit/\(Hex.encode(p))")) {
+                let stored = try readFile(fx.dir.sub("store/\(d)/plane/audit/\(Hex.encode(p))"))
+                guard SHA256Digest.hash(stored).bytes == p else { return "\(head) audit \(k) \(d) payload-hash-mismatch" }
+                var o = try JSONSerialization.jsonObject(with: Data(stored)) as! [String: Any]
+                o["time"] = nil; o["expires"] = nil
+                if o["root"] as? String == fx.root { o["root"] = "pushed-root" }
+                return "\(head) audit \(k) \(d) " + String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self)
+            }
+            let sessionBound = ["key.release", "key.release.simulated", "key.refused", "access.log"].contains(k)
+            return "\(head) audit \(k) \(d ?? "-") \(sessionBound ? "session-bound" : Hex.encode(p))"
+        }
+    }
+
+    @Test("on the devnet: deploy, push, rent, mount and read; evm_mine past the expiry → refused; a transferred rental token → refused; the chain's events match the embedded ledger's")
+    func endToEndOnTheChain() throws {
+        let plane = try PlaneKeys(kek: try Self.kek.withUnsafeBytes { try SecureBytes(copying: $0) }, insecure: true).identity.address
+        let devnet = try EVMDevnet(fund: [plane.checksummed, Self.owner.address.checksummed])
+        defer { devnet.stop() }
+        let chain = try Self.flow(devnet: devnet) { fx, devnet in
+            // A new rental, ended by transferring its token (ERC-721 transferFrom, signed here).
+            let id = try Self.rent(fx, for: 3600)
+            #expect(id == 2)
+            #expect(try Self.rentalStatus(fx).0 == 0)
+            let engine = try EVMLedger(fx.d.ledger)
+            let stranger = try PrivateKey.generate().address
+            var data = Array(Keccak256.hash(Array("transferFrom(address,address,uint256)".utf8)).prefix(4))
+            for a in [fx.owner.address, stranger] { data += [UInt8](repeating: 0, count: 12) + a.bytes }
+            data += [UInt8](repeating: 0, count: 24) + withUnsafeBytes(of: id.bigEndian, Array.init)
+            let receipt = try engine.transact(fx.owner, to: engine.location.rental, data: data)
+            print("chain: transferFrom gas used \(receipt.gasUsed)")
+            let (s, o) = try Self.rentalStatus(fx)
+            #expect(s == 1 && o.contains("no active rental"), "after the transfer: \(o)")
+            try Self.refusedMount(fx, "transferred")
+            // Every release, refusal and access log on the chain was written by the plane.
+            let audit = engine.events(matching: EventFilter(dataset: "trial")).filter { ["key.release.simulated", "key.refused", "access.log"].contains($0.kind) }
+            #expect(audit.map(\.kind) == ["key.release.simulated", "access.log", "key.refused", "key.refused"])
+            #expect(audit.allSatisfy { $0.actor == fx.plane.operatorAddress })
+        }
+        let embedded = try Self.flow(devnet: nil)
+        let a = embedded.events, b = chain.events
+        #expect(a == b, "embedded:\n\(a.joined(separator: "\n"))\nchain:\n\(b.joined(separator: "\n"))")
+        #expect(a.contains { $0.contains("key.release.simulated") } && a.contains { $0.contains("key.refused") } && a.contains { $0.contains("\"event\":\"plane.rental.grant\"") })
+        #expect(!a.contains { $0.contains("mismatch") })
+        #expect(a.filter { $0.contains("\"caller\":") }.count == 3, "the three stored call payloads were compared")
+    }
+}
