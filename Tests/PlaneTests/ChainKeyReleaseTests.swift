@@ -6,8 +6,11 @@
 // rental token (ERC-721 transferFrom signed in Swift) ends a rental too. The events the plane
 // wrote are read back with eth_getLogs and compared with those the same flow writes on an
 // embedded ledger.
+import Attestation
+import CurlHTTP
 import Envelope
 import Foundation
+import KeyRelease
 import Ledger
 import PrivacyPlane
 import Testing
@@ -73,23 +76,33 @@ struct ChainKeyReleaseTests {
         #expect(r.stderr.lowercased().contains("no active rental"), "\(name): \(r.stderr)")
     }
 
-    /// The flow up to the rental's expiry and the refused mount, on the embedded ledger
-    /// (`devnet` nil: waits for the expiry) or on the chain (`evm_mine` past it).
-    static func flow(devnet: EVMDevnet?, then: ((ReleaseFixture, EVMDevnet) throws -> Void)? = nil) throws -> ChainFlowResult {
-        var deployed: String?
-        let fx = try ReleaseFixture(leaseTTL: 3, kek: try Self.kek.withUnsafeBytes { try SecureBytes(copying: $0) }, owner: owner, consumer: consumer, ledger: devnet.map { chain in
+    /// A ReleaseFixture with the fixed keys; with a devnet, its contracts deployed by `cce4
+    /// ledger deploy` (the plane's identity allow-listed as an audit writer; the devnet funds it
+    /// for gas) and the plane's ledger on them, read at `latest` (docs/ledger.md §7.4).
+    static func fixture(_ devnet: EVMDevnet?) throws -> ReleaseFixture {
+        try ReleaseFixture(leaseTTL: 3, kek: try Self.kek.withUnsafeBytes { try SecureBytes(copying: $0) }, owner: owner, consumer: consumer, ledger: devnet.map { chain in
             { d, plane in
-                // The plane's identity writes audit events and pays gas: allow-list and fund it.
                 let start = Date()
                 let r = try cli(["ledger", "deploy", "--rpc", chain.url, "--keystore", d.dir.sub("owner.json"), "--password-file", d.dir.sub("pw"),
                                  "--writer", plane.checksummed, "--block", "latest"])
                 guard r.status == 0 else { throw TestFailure("ledger deploy: \(r.stderr)") }
-                deployed = r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
-                print("chain: deployed \(deployed!) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
-                d.ledgerLocation = deployed
+                d.ledgerLocation = r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+                print("chain: deployed \(d.ledger) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
             }
         })
-        if devnet != nil { #expect(fx.d.ledger == deployed && fx.d.ledger.hasPrefix("evm+http://")) }
+    }
+
+    /// A devnet funding the plane's identity and the owner.
+    static func devnet() throws -> EVMDevnet {
+        let plane = try PlaneKeys(kek: try Self.kek.withUnsafeBytes { try SecureBytes(copying: $0) }, insecure: true).identity.address
+        return try EVMDevnet(fund: [plane.checksummed, Self.owner.address.checksummed])
+    }
+
+    /// The flow up to the rental's expiry and the refused mount, on the embedded ledger
+    /// (`devnet` nil: waits for the expiry) or on the chain (`evm_mine` past it).
+    static func flow(devnet: EVMDevnet?, then: ((ReleaseFixture, EVMDevnet) throws -> Void)? = nil) throws -> ChainFlowResult {
+        let fx = try fixture(devnet)
+        if devnet != nil { #expect(fx.d.ledger.hasPrefix("evm+http://") && fx.d.ledger.contains("&block=latest")) }
         let t0 = Date()
         let rental = try rent(fx, for: rentalSeconds)
         let expires = UInt64(Date().timeIntervalSince1970) + rentalSeconds // at most this (the CLI computed it first)
@@ -147,8 +160,7 @@ struct ChainKeyReleaseTests {
 
     @Test("on the devnet: deploy, push, rent, mount and read; evm_mine past the expiry → refused; a transferred rental token → refused; the chain's events match the embedded ledger's")
     func endToEndOnTheChain() throws {
-        let plane = try PlaneKeys(kek: try Self.kek.withUnsafeBytes { try SecureBytes(copying: $0) }, insecure: true).identity.address
-        let devnet = try EVMDevnet(fund: [plane.checksummed, Self.owner.address.checksummed])
+        let devnet = try Self.devnet()
         defer { devnet.stop() }
         let chain = try Self.flow(devnet: devnet) { fx, devnet in
             // A new rental, ended by transferring its token (ERC-721 transferFrom, signed here).
@@ -176,5 +188,51 @@ struct ChainKeyReleaseTests {
         #expect(a.contains { $0.contains("key.release.simulated") } && a.contains { $0.contains("key.refused") } && a.contains { $0.contains("\"event\":\"plane.rental.grant\"") })
         #expect(!a.contains { $0.contains("mismatch") })
         #expect(a.filter { $0.contains("\"caller\":") }.count == 3, "the three stored call payloads were compared")
+    }
+
+    /// The loser is refused either by its check before recording (the winner's event is already
+    /// on the chain: "already answered") or, when both pass that check, by the Audit contract's
+    /// revert on its transaction ("answered by another replica"); which one depends on timing
+    /// (in our runs, the check). The contract's revert itself is tested deterministically by
+    /// `keyReleasesAreSingleUse` (evm) and contract_tests.py.
+    @Test("two plane replicas on one chain: one release request sent to both at once is answered once, the other refused (single use)")
+    func twoReplicasAnswerASessionOnce() throws {
+        let devnet = try Self.devnet()
+        defer { devnet.stop() }
+        let fx = try Self.fixture(devnet)
+        let replica = try RunningPlane(fx.d, workDir: fx.dir.sub("work-b"), extra: ["--attestation-policy", fx.dir.sub("policy.json"), "--lease-ttl", "3"])
+        defer { replica.stop() }
+        #expect(replica.operatorAddress == fx.plane.operatorAddress, "the same KEK, the same identity")
+        _ = try Self.rent(fx, for: 3600)
+        let credential = try JSONDecoder().decode(JobCredential.self, from: Data(try readFile(try fx.credential("twice"))))
+        final class Answers: @unchecked Sendable { var statuses: [Int] = []; var bodies: [String] = []; let lock = NSLock() }
+        let answers = Answers()
+        let bases = [fx.plane.base, replica.base]
+        // The challenge from replica A; the release request to A and B at the same moment.
+        let transport: KeyReleaseClient.Transport = { path, body in
+            @Sendable func post(_ base: String) throws -> (Int, [UInt8]) {
+                let r = try body.withUnsafeBytes { b in
+                    try CurlClient().perform(HTTPRequest(method: "POST", url: base + path, headers: [("Content-Type", "application/json")], body: .bytes(b)))
+                }
+                return (r.status, r.body)
+            }
+            guard path == KeyReleaseAuthority.Route.release else { return try post(bases[0]) }
+            let got = Box<[(Int, [UInt8])?]>([nil, nil])
+            DispatchQueue.concurrentPerform(iterations: 2) { i in
+                let r = try? post(bases[i])
+                answers.lock.lock(); got.value[i] = r; answers.lock.unlock()
+            }
+            let both = got.value.compactMap { $0 }
+            answers.statuses = both.map(\.0).sorted(); answers.bodies = both.map { String(decoding: $0.1, as: UTF8.self) }
+            return both.first { $0.0 == 200 } ?? both.first ?? (599, [])
+        }
+        let client = KeyReleaseClient(transport: transport, planeIdentity: fx.plane.operatorAddress)
+        let released = try client.release(credential: credential, provider: try SimulatedProvider(key: try SimulatedKey(), measurement: fx.measurement))
+        #expect(released.keys["trial"]?.count == 32)
+        #expect(answers.statuses.count == 2 && answers.statuses[0] == 200 && (400..<500).contains(answers.statuses[1]), "\(answers.statuses) \(answers.bodies)")
+        let refusal = answers.bodies.first { !$0.contains("\"keys\"") } ?? ""
+        #expect(refusal.contains("\"code\":\"replayed\"") && (refusal.contains("already answered") || refusal.contains("answered by another replica")), "\(refusal)")
+        print("two replicas: answers \(answers.statuses); the refusal: \(refusal.prefix(300))")
+        #expect(try fx.events("key.release.simulated").count == 1, "one release on the chain")
     }
 }
