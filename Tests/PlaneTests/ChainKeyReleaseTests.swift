@@ -234,5 +234,19 @@ struct ChainKeyReleaseTests {
         #expect(refusal.contains("\"code\":\"replayed\"") && (refusal.contains("already answered") || refusal.contains("answered by another replica")), "\(refusal)")
         print("two replicas: answers \(answers.statuses); the refusal: \(refusal.prefix(300))")
         #expect(try fx.events("key.release.simulated").count == 1, "one release on the chain")
+        // Both replicas send transactions from the one identity at once (rentals granted through
+        // each): nonces collide and are retried; every grant lands, with distinct rental ids.
+        let signedIn = try [fx.plane, replica].map { p in try p.signIn(fx.owner) }
+        let ids = Box<[UInt64?]>(Array(repeating: nil, count: 6))
+        let lock = NSLock()
+        let start = Date()
+        DispatchQueue.concurrentPerform(iterations: 6) { i in
+            let r = try? http("POST", bases[i % 2] + "/v1/datasets/trial/rentals",
+                              json: ["user": fx.consumer.address.checksummed, "expires": UInt64(Date().timeIntervalSince1970) + 3600], token: signedIn[i % 2])
+            lock.lock(); ids.value[i] = (r?.json["rentalId"] as? NSNumber)?.uint64Value; lock.unlock()
+            if r?.status != 201 { print("concurrent grant \(i): \(r?.status ?? 0) \(r?.text ?? "")") }
+        }
+        print("two replicas: 6 concurrent grants in \(String(format: "%.1f", Date().timeIntervalSince(start))) s: \(ids.value)")
+        #expect(Set(ids.value.compactMap { $0 }) == Set(2...7), "\(ids.value)")
     }
 }
