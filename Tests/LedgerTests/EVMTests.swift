@@ -234,6 +234,21 @@ extension OnChain {
         #expect(l.dataset("aging")?.owner == owner.address)
     }
 
+    /// Another writer with the same key has a transaction with our nonce pending (geth answers
+    /// "replacement transaction underpriced"): the engine asks for the nonce again and resends.
+    @Test func nonceTakenByAPendingTransactionIsRetried() throws {
+        let l = try Chain.deploy()
+        let owner = try key(1)
+        let proxy = try RPCProxy(mode: "underpriced", upstream: Chain.devnet.url)
+        defer { proxy.stop() }
+        var loc = l.location
+        loc.endpoints = [proxy.url]
+        loc.quorum = 1
+        let viaProxy = try EVMLedger(location: loc)
+        try viaProxy.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner)
+        #expect(l.dataset("aging")?.owner == owner.address)
+    }
+
     /// Hostile JSON for blocks, receipts and logs: parsed strictly, never a crash.
     @Test func hostileJSONNeverCrashes() throws {
         let log: [String: Any] = ["address": "0x" + String(repeating: "ab", count: 20), "topics": ["0x" + String(repeating: "01", count: 32)],
