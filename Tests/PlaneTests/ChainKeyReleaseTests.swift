@@ -158,6 +158,9 @@ struct ChainKeyReleaseTests {
         }
     }
 
+    /// The flow on the chain, then (chain only) a second rental ended by an ERC-721 transfer of
+    /// its token; then the flow on an embedded ledger (same KEK, owner and consumer, so the same
+    /// actors) and the two event lists compared, index by index.
     @Test("on the devnet: deploy, push, rent, mount and read; evm_mine past the expiry → refused; a transferred rental token → refused; the chain's events match the embedded ledger's")
     func endToEndOnTheChain() throws {
         let devnet = try Self.devnet()
