@@ -1,7 +1,7 @@
 # pragma version 0.4.3
 """
 @title cce4long Audit: events and checkpoint roots from allow-listed writers
-@notice record() logs an audit event (actor, kind, dataset, payload hash); checkpoint() stores
+@notice record() logs an audit event (actor, kind, dataset, payload hash; key releases single use); checkpoint() stores
         the latest root of a log (e.g. the embedded ledger's RFC 6962 tree head) per origin.
         Writers are allow-listed by the admin (the deployer). docs/ledger.md section 7.
 """
@@ -32,6 +32,10 @@ writers: public(HashMap[address, bool])
 count: public(uint256)
 checkpointSize: public(HashMap[bytes32, uint64])
 checkpointRoot: public(HashMap[bytes32, bytes32])
+# keccak256("key.release" ++ datasetToken ++ payloadHash) -> recorded: a key-release session is
+# single use per (dataset, payload hash), so two plane replicas cannot both answer one session
+# (docs/key-release.md, Single use). Set for "key.release" and "key.release.simulated" alike.
+keyReleased: public(HashMap[bytes32, bool])
 
 
 @deploy
@@ -55,6 +59,10 @@ def record(kind: String[64], dataset: String[64], payloadHash: bytes32):
     if len(dataset) > 0:
         datasetToken = convert(keccak256(dataset), uint256)
         assert staticcall Registry(self.registry).isRegistered(datasetToken), "dataset is not registered"
+        if kind == "key.release" or kind == "key.release.simulated":
+            slot: bytes32 = keccak256(concat(b"key.release", convert(datasetToken, bytes32), payloadHash))
+            assert not self.keyReleased[slot], "key release already recorded for this dataset and payload hash: a release session is single use"
+            self.keyReleased[slot] = True
     self.count += 1
     log Recorded(actor=msg.sender, datasetToken=datasetToken, kind=kind, dataset=dataset, payloadHash=payloadHash)
 

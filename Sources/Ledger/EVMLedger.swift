@@ -486,8 +486,12 @@ public final class EVMLedger {
                 case .failed(let e):
                     let m = e.message.lowercased()
                     if m.contains("already known") || m.contains("already imported") { accepted += 1; continue }
-                    // geth/anvil: "nonce too low"; py-evm: "Invalid transaction nonce: Expected N, but got M".
-                    if m.contains("nonce too low") || m.contains("nonce is too low") || m.contains("invalid transaction nonce") { nonceTooLow = true }
+                    // geth/anvil: "nonce too low"; py-evm: "Invalid transaction nonce: Expected N, but got M";
+                    // geth with a mempool: "replacement transaction underpriced" when another writer
+                    // with this key (a plane replica, or the plane's key-release engine) has a
+                    // transaction with this nonce pending: the pending count now includes it.
+                    if m.contains("nonce too low") || m.contains("nonce is too low") || m.contains("invalid transaction nonce")
+                        || m.contains("replacement transaction underpriced") { nonceTooLow = true }
                     errors.append(e.message)
                 }
             }

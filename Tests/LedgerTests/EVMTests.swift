@@ -234,6 +234,21 @@ extension OnChain {
         #expect(l.dataset("aging")?.owner == owner.address)
     }
 
+    /// Another writer with the same key has a transaction with our nonce pending (geth answers
+    /// "replacement transaction underpriced"): the engine asks for the nonce again and resends.
+    @Test func nonceTakenByAPendingTransactionIsRetried() throws {
+        let l = try Chain.deploy()
+        let owner = try key(1)
+        let proxy = try RPCProxy(mode: "underpriced", upstream: Chain.devnet.url)
+        defer { proxy.stop() }
+        var loc = l.location
+        loc.endpoints = [proxy.url]
+        loc.quorum = 1
+        let viaProxy = try EVMLedger(location: loc)
+        try viaProxy.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), signer: owner)
+        #expect(l.dataset("aging")?.owner == owner.address)
+    }
+
     /// Hostile JSON for blocks, receipts and logs: parsed strictly, never a crash.
     @Test func hostileJSONNeverCrashes() throws {
         let log: [String: Any] = ["address": "0x" + String(repeating: "ab", count: 20), "topics": ["0x" + String(repeating: "01", count: 32)],
@@ -291,7 +306,9 @@ extension OnChain {
         try measure("rental.set (existing)", .setRental(dataset: "aging-cohort-2026", rentalID: 1, user: alice.address, expires: 4_000_100_000), owner)
         try measure("rental.end", .endRental(dataset: "aging-cohort-2026", rentalID: 1), owner)
         try measure("operator.approve", .approveOperator(try OperatorApproval(signing: owner, operator: plane.address, expires: 4_000_000_000, nonce: 1, domain: l.approvalDomain)), plane)
-        try measure("audit", .audit(event: "key.release", dataset: "aging-cohort-2026", payloadHash: root(2)), plane)
+        try measure("audit (first: key.release)", .audit(event: "key.release", dataset: "aging-cohort-2026", payloadHash: root(2)), plane)
+        try measure("audit (key.release)", .audit(event: "key.release", dataset: "aging-cohort-2026", payloadHash: root(3)), plane)
+        try measure("audit (other kinds)", .audit(event: "job.run", dataset: "aging-cohort-2026", payloadHash: root(2)), plane)
         let rentalsDeploy = try l.transact(Chain.deployer, to: nil, data: Hex.decode(String(EVMContracts.rentals.dropFirst(2)))!)
         gas.append(("deploy Rentals", rentalsDeploy.gasUsed))
         let auditDeploy = try l.transact(Chain.deployer, to: nil, data: Hex.decode(String(EVMContracts.audit.dropFirst(2)))! + ABI.encode([.address(rentalsDeploy.contractAddress!)]))

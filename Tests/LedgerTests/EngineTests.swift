@@ -178,6 +178,27 @@ extension OnChain {
         #expect(h.engine.events(matching: EventFilter()).count == 5, "refused operations left nothing behind")
     }
 
+    /// A key release (`key.release`, `key.release.simulated`) of a (dataset, payload hash) is
+    /// recorded once, whoever writes it: two plane replicas cannot both answer one session
+    /// (docs/key-release.md §Single use). Other kinds, other payloads and other datasets repeat.
+    @Test(arguments: EngineKind.allCases) func keyReleasesAreSingleUse(_ kind: EngineKind) throws {
+        let h = try Harness(kind)
+        let owner = try key(1), planeA = try key(5), planeB = try key(6)
+        let t = try h.start()
+        try h.submit(.registerDataset(dataset: "aging", policyHash: policy, owner: owner.address), owner, at: t)
+        try h.submit(.registerDataset(dataset: "other", policyHash: policy, owner: owner.address), owner, at: t + 1)
+        try h.submit(.audit(event: "key.release", dataset: "aging", payloadHash: root(9)), planeA, at: t + 2)
+        h.refused(.audit(event: "key.release", dataset: "aging", payloadHash: root(9)), by: planeB, at: t + 3, "single use")
+        h.refused(.audit(event: "key.release.simulated", dataset: "aging", payloadHash: root(9)), by: planeA, at: t + 3, "single use")
+        try h.submit(.audit(event: "key.release.simulated", dataset: "aging", payloadHash: root(8)), planeB, at: t + 3)
+        h.refused(.audit(event: "key.release.simulated", dataset: "aging", payloadHash: root(8)), by: planeA, at: t + 4, "single use")
+        try h.submit(.audit(event: "key.release", dataset: "other", payloadHash: root(9)), planeA, at: t + 4)
+        try h.submit(.audit(event: "job.run", dataset: "aging", payloadHash: root(9)), planeA, at: t + 5)
+        try h.submit(.audit(event: "job.run", dataset: "aging", payloadHash: root(9)), planeA, at: t + 6)
+        #expect(h.engine.events(matching: EventFilter(actor: planeA.address)).map(\.kind) == ["key.release", "key.release", "job.run", "job.run"])
+        #expect(h.engine.events(matching: EventFilter()).count == 7, "refused releases left nothing behind")
+    }
+
     /// Operator approvals (ERC-721 setApprovalForAll by EIP-712 signature): the operator acts
     /// for the owner until the approval expires or is revoked; replays, forgeries, other
     /// ledgers' approvals and strangers are refused.

@@ -51,14 +51,18 @@ func http(_ method: String, _ url: String, json: Any? = nil, body: Data? = nil, 
 final class Deployment: @unchecked Sendable {
     let dir = TempDir("cce4-plane")
     var store: String { "file://" + dir.sub("store") }
-    var ledger: String { dir.sub("ledger") }
+    /// The ledger planes use: the embedded file here, unless `ledgerLocation` names another
+    /// (e.g. `evm+http://…` contracts on the devnet).
+    var ledger: String { ledgerLocation ?? dir.sub("ledger") }
+    var ledgerLocation: String?
     var kek: String { dir.sub("kek") }
     let kekBytes: SecureBytes
 
-    init() throws {
+    /// `kek`: the KEK to use (the same KEK gives the same plane identity), default a random one.
+    init(kek: SecureBytes? = nil) throws {
         try FileManager.default.createDirectory(atPath: dir.sub("store"), withIntermediateDirectories: true)
         try EmbeddedLedger.create(path: dir.sub("ledger"))
-        kekBytes = try SecureBytes.random(count: 32)
+        kekBytes = try kek ?? SecureBytes.random(count: 32)
         var b = InsecureKeyFile.encode(kekBytes)
         defer { secureWipe(&b) }
         _ = FileManager.default.createFile(atPath: dir.sub("kek"), contents: Data(b), attributes: [.posixPermissions: 0o600])

@@ -11,6 +11,7 @@ import Envelope
 import Foundation
 import KeyRelease
 import Ledger
+import PrivacyPlane
 import Testing
 import TestSupport
 import Wallet
@@ -29,15 +30,21 @@ final class ReleaseFixture: @unchecked Sendable {
     var root = ""
     var dir: TempDir { d.dir }
 
-    init(leaseTTL: UInt64 = 3) throws {
-        d = try Deployment()
+    /// `kek`, `owner`, `consumer`: fixed instead of random (to run one flow on two ledgers).
+    /// `ledger`: called before the plane starts with the deployment (its owner keystore is
+    /// `owner.json`, password file `pw`) and the plane's identity; it may set
+    /// `ledgerLocation` (e.g. contracts it deployed on a chain).
+    init(leaseTTL: UInt64 = 3, kek: SecureBytes? = nil, owner: PrivateKey? = nil, consumer: PrivateKey? = nil,
+         ledger: ((Deployment, Address) throws -> Void)? = nil) throws {
+        d = try Deployment(kek: kek)
         let policy = "{\"measurements\": [\"\(Hex.encode(measurement))\"], \"allowSimulated\": true}"
         try writeFile(d.dir.sub("policy.json"), Array(policy.utf8))
-        plane = try RunningPlane(d, extra: ["--attestation-policy", d.dir.sub("policy.json"), "--lease-ttl", String(leaseTTL)])
-        owner = try PrivateKey.generate(); consumer = try PrivateKey.generate()
+        self.owner = try owner ?? PrivateKey.generate(); self.consumer = try consumer ?? PrivateKey.generate()
         // The provider: a keystore, sign-in + operator approval + create + push with the CLI.
         try writeFile(d.dir.sub("pw"), Array("owner password\n".utf8))
-        try writeFile(d.dir.sub("owner.json"), Array(try Keystore.encrypt(owner, password: Array("owner password".utf8), kdf: .light)))
+        try writeFile(d.dir.sub("owner.json"), Array(try Keystore.encrypt(self.owner, password: Array("owner password".utf8), kdf: .light)))
+        if let ledger { try ledger(d, try PlaneKeys(kek: d.kekBytes, insecure: true).identity.address) }
+        plane = try RunningPlane(d, extra: ["--attestation-policy", d.dir.sub("policy.json"), "--lease-ttl", String(leaseTTL)])
         var rng = SeededGenerator(seed: 909)
         for i in 0..<5 { files["visits/part\(i).csv"] = rng.bytes(30_000 + 9_000 * i) }
         files["README.txt"] = Array("longevity cohort, synthetic\n".utf8)
@@ -47,7 +54,7 @@ final class ReleaseFixture: @unchecked Sendable {
                                                  "--password-file", d.dir.sub("pw"), "--dataset", "trial", "--create", "--approve", "--quiet"])
         guard push.status == 0 else { throw TestFailure("push: \(push.stderr)") }
         root = push.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
-        ownerToken = try plane.signIn(owner)
+        ownerToken = try plane.signIn(self.owner)
     }
 
     /// Grants `user` a rental through the plane's API; returns its id.
@@ -89,7 +96,7 @@ final class ReleaseFixture: @unchecked Sendable {
     }
 
     func events(_ kind: String) throws -> [Event] {
-        try EmbeddedLedger(path: d.ledger).events(matching: EventFilter(dataset: "trial", kind: kind))
+        try Ledgers.open(d.ledger).events(matching: EventFilter(dataset: "trial", kind: kind))
     }
 }
 

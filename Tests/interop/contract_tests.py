@@ -273,6 +273,26 @@ class Contracts(unittest.TestCase):
         self.tx(c.keys[0], "setWriter(address,bool)", self.addr[self.mallory], False, to=self.audit)
         self.refused("not an allow-listed", self.mallory, "record(string,string,bytes32)", "job.run", "", b"\x09" * 32, to=self.audit)
 
+    def test_key_release_single_use(self):
+        """A key.release / key.release.simulated (dataset, payload hash) is recorded once: two
+        plane replicas cannot both answer one release session. Other kinds may repeat."""
+        c = self.chain
+        ds = self.register()
+        self.tx(c.keys[0], "setWriter(address,bool)", self.addr[self.mallory], True, to=self.audit)
+        rec = "record(string,string,bytes32)"
+        slot = keccak(b"key.release" + ds.to_bytes(32, "big") + b"\x0a" * 32)
+        self.assertEqual(self.view("keyReleased(bytes32)", ["bool"], slot, to=self.audit), (False,))
+        self.tx(self.mallory, rec, "key.release", "aging", b"\x0a" * 32, to=self.audit)
+        self.assertEqual(self.view("keyReleased(bytes32)", ["bool"], slot, to=self.audit), (True,))
+        self.refused("single use", c.keys[0], rec, "key.release", "aging", b"\x0a" * 32, to=self.audit)  # another writer too
+        self.refused("single use", self.mallory, rec, "key.release.simulated", "aging", b"\x0a" * 32, to=self.audit)  # one slot for both kinds
+        self.tx(self.mallory, rec, "key.release.simulated", "aging", b"\x0b" * 32, to=self.audit)
+        self.refused("single use", self.mallory, rec, "key.release.simulated", "aging", b"\x0b" * 32, to=self.audit)
+        self.tx(self.mallory, rec, "job.run", "aging", b"\x0a" * 32, to=self.audit)  # other kinds repeat
+        self.tx(self.mallory, rec, "job.run", "aging", b"\x0a" * 32, to=self.audit)
+        self.tx(self.mallory, rec, "key.release", "", b"\x0a" * 32, to=self.audit)  # no dataset: not a release of one
+        self.tx(self.mallory, rec, "key.release", "", b"\x0a" * 32, to=self.audit)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -5,7 +5,9 @@ a real node that answers everything honestly except eth_call (and eth_estimateGa
   revert  answers with a revert (error 3, "execution reverted: proxy"),
   hang    answers after 30 s (a stuck node).
   honest  passes through.
-or, in mode noreceipt, never has a transaction's receipt (eth_getTransactionReceipt answers null).
+or, in mode noreceipt, never has a transaction's receipt (eth_getTransactionReceipt answers null),
+or, in mode underpriced, refuses the first eth_sendRawTransaction as geth does when another
+transaction with its nonce is pending ("replacement transaction underpriced"), then passes through.
 Prints its URL on the first line of stdout; serves until stdin closes.
   rpc_proxy.py MODE UPSTREAM_URL
 """
@@ -25,7 +27,15 @@ def forward(req):
     return json.load(urllib.request.urlopen(r, timeout=60))
 
 
+SENT = []
+
+
 def one(req):
+    if MODE == "underpriced":
+        if req.get("method") == "eth_sendRawTransaction" and not SENT:
+            SENT.append(1)
+            return {"jsonrpc": "2.0", "id": req.get("id"), "error": {"code": -32000, "message": "replacement transaction underpriced"}}
+        return forward(req)
     if MODE == "noreceipt":
         if req.get("method") == "eth_getTransactionReceipt":
             return {"jsonrpc": "2.0", "id": req.get("id"), "result": None}
