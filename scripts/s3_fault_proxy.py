@@ -22,6 +22,8 @@ import json
 import random
 import socket
 import struct
+import os
+import signal
 import sys
 import threading
 import time
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument("rate", type=float)
     ap.add_argument("--stall", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stats", help="write the final counts (JSON) to this file when stopping")
     args = ap.parse_args()
     up = urlparse(args.upstream)
     rng = random.Random(args.seed)
@@ -114,12 +117,26 @@ def main() -> None:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(json.dumps({"endpoint": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)
-    try:
+    # Stops at EOF on stdin or on SIGTERM. SIGTERM matters: another child of the test process
+    # may have inherited the write end of our stdin pipe, so EOF alone can never come.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def watch_stdin() -> None:
         while sys.stdin.buffer.read(65536):
             pass
-    finally:
-        server.shutdown()
-        print(json.dumps(counts), file=sys.stderr, flush=True)
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    stop.wait()
+    with lock:
+        final = json.dumps(counts)
+    if args.stats:
+        with open(args.stats + ".tmp", "w") as f:
+            f.write(final)
+        os.replace(args.stats + ".tmp", args.stats)
+    print(final, file=sys.stderr, flush=True)
+    os._exit(0)  # daemon threads may sit in a stalled response; do not wait for them
 
 
 if __name__ == "__main__":

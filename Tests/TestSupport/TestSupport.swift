@@ -278,11 +278,13 @@ public final class FaultProxy: @unchecked Sendable {
     private let process: Process
     private let input: Pipe
     private let errors: Pipe
+    private let stats = TempDir("cce4-proxy")
 
     public init(upstream: String, fault: String, rate: Double, stallSeconds: Double = 3, seed: Int = 1) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Repo.python)
-        p.arguments = [Repo.root + "/scripts/s3_fault_proxy.py", upstream, fault, String(rate), "--stall", String(stallSeconds), "--seed", String(seed)]
+        p.arguments = [Repo.root + "/scripts/s3_fault_proxy.py", upstream, fault, String(rate), "--stall", String(stallSeconds), "--seed", String(seed),
+                       "--stats", stats.sub("stats.json")]
         let out = Pipe(), input = Pipe(), errors = Pipe()
         p.standardOutput = out; p.standardInput = input; p.standardError = errors
         try p.run()
@@ -303,11 +305,13 @@ public final class FaultProxy: @unchecked Sendable {
     @discardableResult
     public func stop() -> (requests: Int, faults: Int) {
         guard process.isRunning else { return (0, 0) }
+        // SIGTERM, not only EOF on stdin: children other tests spawn meanwhile (a cce4fs mount,
+        // say) can inherit our pipes' write ends, so neither EOF is sure to come. The counts
+        // come back through a file for the same reason.
         try? input.fileHandleForWriting.close()
-        let text = errors.fileHandleForReading.readDataToEndOfFile()
+        process.terminate()
         process.waitUntilExit()
-        let last = String(decoding: text, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
-        let obj = (try? JSONSerialization.jsonObject(with: Data(last.utf8))) as? [String: Int]
+        let obj = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: stats.sub("stats.json"))))) as? [String: Int]
         return (obj?["requests"] ?? 0, obj?["faults"] ?? 0)
     }
 
