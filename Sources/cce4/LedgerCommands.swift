@@ -180,16 +180,7 @@ struct LedgerCommand: ParsableCommand {
         @Option(help: "Re-rent or extend this existing rental instead of making a new one.") var rental: UInt64?
         func run() throws {
             try guarded {
-                let now = UInt64(Date().timeIntervalSince1970)
-                let expires: UInt64
-                switch (until, duration) {
-                case (let u?, nil): expires = try parseTime(u)
-                case (nil, let d?):
-                    let (x, overflow) = now.addingReportingOverflow(try parseDuration(d))
-                    guard !overflow else { throw Failure(description: "--for \(d) is too long", exitCode: Failure.usage) }
-                    expires = x
-                default: throw Failure(description: "give the end once: --until TIME or --for DURATION", exitCode: Failure.usage)
-                }
+                let expires = try endTime(until: until, duration: duration)
                 let l = try ledger.engine(writable: true)
                 let user = try Address(self.user)
                 // Id 0: a new rental, numbered by the engine under its lock (two concurrent
@@ -216,15 +207,10 @@ struct LedgerCommand: ParsableCommand {
         @Flag(help: "Revoke the operator instead.") var revoke = false
         func run() throws {
             try guarded {
-                let now = UInt64(Date().timeIntervalSince1970)
                 let expires: UInt64
                 switch (until, duration, revoke) {
-                case (let u?, nil, false): expires = try parseTime(u)
-                case (nil, let d?, false):
-                    let (x, overflow) = now.addingReportingOverflow(try parseDuration(d))
-                    guard !overflow else { throw Failure(description: "--for \(d) is too long", exitCode: Failure.usage) }
-                    expires = x
                 case (nil, nil, true): expires = 0
+                case (_, _, false) where (until == nil) != (duration == nil): expires = try endTime(until: until, duration: duration)
                 default: throw Failure(description: "give one of --until TIME, --for DURATION or --revoke", exitCode: Failure.usage)
                 }
                 let l = try ledger.engine(writable: true), key = try signer.load()
@@ -510,6 +496,19 @@ struct LedgerCommand: ParsableCommand {
 func readCheckpoint(_ file: String, signer: String?) throws -> Checkpoint {
     guard let d = FileManager.default.contents(atPath: file) else { throw Failure(description: "cannot read checkpoint \(file)", exitCode: Failure.noInput) }
     return try Checkpoint.open(String(decoding: d, as: UTF8.self), trusted: try signer.map { try Address($0) }).0
+}
+
+/// The end of a rental or approval from `--until TIME` (RFC 3339 or Unix seconds) or `--for
+/// DURATION` from now, exactly one of them; at most Int64.max (what JSON and the chain carry).
+func endTime(until: String?, duration: String?) throws -> UInt64 {
+    switch (until, duration) {
+    case (let u?, nil): return try parseTime(u)
+    case (nil, let d?):
+        let (x, overflow) = UInt64(Date().timeIntervalSince1970).addingReportingOverflow(try parseDuration(d))
+        guard !overflow, x <= UInt64(Int64.max) else { throw Failure(description: "--for \(d) is too long", exitCode: Failure.usage) }
+        return x
+    default: throw Failure(description: "give the end once: --until TIME or --for DURATION", exitCode: Failure.usage)
+    }
 }
 
 func parseDuration(_ s: String) throws -> UInt64 {

@@ -235,16 +235,7 @@ enum PlaneClientCommands {
 
         func run() throws {
             try guarded {
-                let now = UInt64(Date().timeIntervalSince1970)
-                let expires: UInt64
-                switch (until, duration) {
-                case (let u?, nil): expires = try parseTime(u)
-                case (nil, let d?):
-                    let (x, overflow) = now.addingReportingOverflow(try parseDuration(d))
-                    guard !overflow, x <= UInt64(Int64.max) else { throw Failure(description: "--for \(d) is too long", exitCode: Failure.usage) }
-                    expires = x
-                default: throw Failure(description: "give the end once: --until TIME or --for DURATION", exitCode: Failure.usage)
-                }
+                let expires = try endTime(until: until, duration: duration)
                 let u: Address
                 do { u = try Address(user) } catch { throw Failure(description: "--user: \(error)", exitCode: Failure.usage) }
                 let c = try plane.signedIn(try plane.key())

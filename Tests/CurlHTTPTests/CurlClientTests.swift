@@ -6,36 +6,9 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The echo server, started once per test process and stopped when its stdin closes.
-final class EchoServer: @unchecked Sendable {
-    static let shared: EchoServer = {
-        do { return try EchoServer() } catch { fatalError("cannot start http_echo.py: \(error)") }
-    }()
-    let base: String
-    private let process = Process()
-    private let input = Pipe()
-
-    init() throws {
-        let out = Pipe()
-        process.executableURL = URL(fileURLWithPath: Repo.python)
-        process.arguments = [Repo.root + "/Tests/interop/http_echo.py"]
-        process.standardOutput = out
-        process.standardInput = input
-        try process.run()
-        var line = Data()
-        while true {
-            let b = out.fileHandleForReading.readData(ofLength: 1)
-            if b.isEmpty || b == Data([0x0a]) { break }
-            line.append(b)
-        }
-        guard let port = Int(String(decoding: line, as: UTF8.self)) else { throw TestFailure("http_echo.py printed no port") }
-        base = "http://127.0.0.1:\(port)"
-    }
-    deinit { try? input.fileHandleForWriting.close() }
-}
-
 @Suite struct CurlClientTests {
-    let server = EchoServer.shared
+    struct Server { let base = EchoServer.base }
+    let server = Server()
 
     @Test func streamedChunkedUploadRoundTrips() throws {
         let client = CurlClient()

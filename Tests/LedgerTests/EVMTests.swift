@@ -358,28 +358,13 @@ extension OnChain {
 /// Tests/interop/rpc_proxy.py: a misbehaving endpoint in front of the devnet.
 final class RPCProxy {
     let url: String
-    private let process = Process()
-    private let input = Pipe()
+    private let script: LoopbackScript
 
     init(mode: String, upstream: String) throws {
-        process.executableURL = URL(fileURLWithPath: Repo.python)
-        process.arguments = [Repo.root + "/Tests/interop/rpc_proxy.py", mode, upstream]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardInput = input
-        try process.run()
-        var line = Data()
-        while true {
-            let b = out.fileHandleForReading.readData(ofLength: 1)
-            if b.isEmpty || b == Data([0x0a]) { break }
-            line.append(b)
-        }
-        url = String(decoding: line, as: UTF8.self)
+        script = try LoopbackScript("Tests/interop/rpc_proxy.py", [mode, upstream])
+        url = script.firstLine
         guard url.hasPrefix("http://") else { throw TestFailure("rpc_proxy.py did not start") }
     }
 
-    func stop() {
-        try? input.fileHandleForWriting.close()
-        process.waitUntilExit()
-    }
+    func stop() { script.stop() }
 }

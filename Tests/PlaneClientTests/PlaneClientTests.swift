@@ -14,34 +14,6 @@ import Testing
 import TestSupport
 import Wallet
 
-/// Tests/interop/http_echo.py: echoes POST/PUT bodies.
-final class Echo: @unchecked Sendable {
-    static let shared: Echo = {
-        do { return try Echo() } catch { fatalError("cannot start http_echo.py: \(error)") }
-    }()
-    let base: String
-    private let process = Process()
-    private let input = Pipe()
-
-    init() throws {
-        let out = Pipe()
-        process.executableURL = URL(fileURLWithPath: Repo.python)
-        process.arguments = [Repo.root + "/Tests/interop/http_echo.py"]
-        process.standardOutput = out
-        process.standardInput = input
-        try process.run()
-        var line = Data()
-        while true {
-            let b = out.fileHandleForReading.readData(ofLength: 1)
-            if b.isEmpty || b == Data([0x0a]) { break }
-            line.append(b)
-        }
-        guard let port = Int(String(decoding: line, as: UTF8.self)) else { throw TestFailure("http_echo.py printed no port") }
-        base = "http://127.0.0.1:\(port)"
-    }
-    deinit { try? input.fileHandleForWriting.close() }
-}
-
 func ethTool(_ cmd: String, _ request: Any) throws -> Any {
     let r = try run(Repo.python, [Repo.root + "/Tests/interop/eth_tool.py", cmd], input: try JSONSerialization.data(withJSONObject: request))
     guard r.status == 0 else { throw TestFailure("eth_tool \(cmd): \(r.stderr)") }
@@ -221,7 +193,7 @@ struct PlaneClientTests {
         final class Seen: @unchecked Sendable { var last: Int64 = 0; var calls = 0 }
         let seen = Seen()
         let client = CurlClient()
-        let r = try client.perform(HTTPRequest(method: "PUT", url: Echo.shared.base + "/echo", headers: [("Content-Type", "application/x-tar")],
+        let r = try client.perform(HTTPRequest(method: "PUT", url: EchoServer.base + "/echo", headers: [("Content-Type", "application/x-tar")],
                                                body: .stream(length: total, read: { buf in
                                                    let n = try w.read(into: buf)
                                                    seen.last += Int64(n); seen.calls += 1

@@ -317,3 +317,56 @@ public final class FaultProxy: @unchecked Sendable {
 
     deinit { stop() }
 }
+
+/// A helper server script on loopback (Tests/interop/*.py) that prints one line — its address
+/// or port — when it is ready. `stop()` ends it with SIGTERM: waiting for EOF on its stdin could
+/// hang, since children other tests spawn meanwhile may inherit the pipe's write end.
+public final class LoopbackScript: @unchecked Sendable {
+    /// What the script printed first (trimmed).
+    public let firstLine: String
+    private let process = Process()
+    private let input = Pipe()
+
+    public init(_ script: String, _ args: [String] = []) throws {
+        let out = Pipe()
+        process.executableURL = URL(fileURLWithPath: Repo.python)
+        process.arguments = [Repo.root + "/" + script] + args
+        process.standardOutput = out
+        process.standardInput = input
+        try process.run()
+        var line = Data()
+        while true {
+            let b = out.fileHandleForReading.readData(ofLength: 1)
+            if b.isEmpty || b == Data([0x0a]) { break }
+            line.append(b)
+        }
+        firstLine = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+        guard !firstLine.isEmpty else {
+            process.terminate()
+            throw TestFailure("\(script) did not start")
+        }
+    }
+
+    public func stop() {
+        guard process.isRunning else { return }
+        try? input.fileHandleForWriting.close()
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    deinit { stop() }
+}
+
+/// Tests/interop/http_echo.py, started once per test process: echoes POST/PUT bodies, serves
+/// GET /bytes?n=N and GET /flaky?id=X&fail=K.
+public enum EchoServer {
+    public static let base: String = {
+        do {
+            let s = try LoopbackScript("Tests/interop/http_echo.py")
+            guard let port = Int(s.firstLine) else { fatalError("http_echo.py printed '\(s.firstLine)', not a port") }
+            keep = s
+            return "http://127.0.0.1:\(port)"
+        } catch { fatalError("cannot start http_echo.py: \(error)") }
+    }()
+    nonisolated(unsafe) private static var keep: LoopbackScript?
+}
