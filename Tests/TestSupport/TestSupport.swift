@@ -160,11 +160,17 @@ public final class TestMount: @unchecked Sendable {
     deinit { unmount() }
 }
 
+private let keyFileLock = NSLock()
+
 /// Packs `source` with the cce4 binary into `store` under a new key; returns (key file, root).
 public func packWithCLI(source: String, store: String, dataset: String, keyFile: String, extra: [String] = []) throws -> String {
-    if !FileManager.default.fileExists(atPath: keyFile) {
-        let k = try run(Repo.binary("cce4"), ["key", "generate", "--insecure-key-file", keyFile])
-        precondition(k.status == 0, k.stderr)
+    // Fixtures that share a key file are set up concurrently (file:// and s3:// mounts): make
+    // it once, under a lock, or the second `key generate` is refused (it never overwrites).
+    try keyFileLock.withLock {
+        if !FileManager.default.fileExists(atPath: keyFile) {
+            let k = try run(Repo.binary("cce4"), ["key", "generate", "--insecure-key-file", keyFile])
+            guard k.status == 0 else { throw TestFailure("key generate: \(k.stderr)") }
+        }
     }
     let r = try run(Repo.binary("cce4"), ["dataset", "pack", source, "--store", store, "--dataset", dataset, "--insecure-key-file", keyFile] + extra)
     guard r.status == 0 else { throw TestMount.MountFailure(status: r.status, stderr: "pack: " + r.stderr) }
