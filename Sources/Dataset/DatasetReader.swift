@@ -128,6 +128,9 @@ public final class DatasetReader: Sendable {
 /// parts are opened for each read that touches them.
 public final class DatasetFile: Sendable {
     public let file: FileRef
+    /// Plaintext bytes served through this handle, for a mount's access log: one relaxed atomic
+    /// add per read, so counting takes no lock on the read path.
+    public let bytesServed = Atomic<UInt64>(0)
     private let decryptor: StreamDecryptor
     private let store: any ObjectStore
     private let parts: [(key: ObjectKey, size: Int64)]

@@ -272,7 +272,7 @@ public final class DatasetFS: Sendable {
         guard !end.overflow else { throw FSError(EINVAL, "offset overflow") }
         let n: Int
         do { n = try file.read(offset..<end.partialValue, into: buffer, scratch: scratch) } catch { throw FSError.from(error) }
-        accessLog?.read(file, bytes: n)
+        if accessLog != nil, n > 0 { file.bytesServed.add(UInt64(n), ordering: .relaxed) }
         return n
     }
 

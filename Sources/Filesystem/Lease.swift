@@ -168,10 +168,13 @@ public struct LeaseRenewal: Sendable, Equatable {
 /// u64 bytes read, big-endian.
 public final class AccessLog: Sendable {
     struct State {
-        /// (file id, bytes read) per open, in open order.
+        /// (file id, bytes read) per open, in open order; `bytes` is filled in at release.
         var entries: [(file: [UInt8], bytes: UInt64)] = []
-        var open: [ObjectIdentifier: Int] = [:]
+        /// Handles still open, with their entry's index: their counts are read live.
+        var open: [ObjectIdentifier: (index: Int, handle: DatasetFile)] = [:]
     }
+    // Lock order: taken alone, on open and release only; reads count in the handle
+    // (`DatasetFile.bytesServed`, one relaxed atomic add), never under this lock.
     private let state = Mutex(State())
     public let datasetID: String
 
@@ -179,6 +182,8 @@ public final class AccessLog: Sendable {
 
     /// SHA-256(u8 len ‖ "cce4long/access-log/v1/file" ‖ u8 len ‖ dataset id ‖ file id): names
     /// the file within the dataset without its (decrypted) path.
+    static func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * UInt64($0))) } }
+
     public static func fileHash(datasetID: String, fileID: [UInt8]) -> [UInt8] {
         let label = Array("cce4long/access-log/v1/file".utf8), d = Array(datasetID.utf8)
         return SHA256Digest.hash([UInt8(label.count)] + label + [UInt8(d.count)] + d + fileID).bytes
@@ -187,29 +192,29 @@ public final class AccessLog: Sendable {
     /// Records an open. The file id is kept as is and hashed in `leaves()`, off the open path.
     func opened(_ file: DatasetFile, fileID: [UInt8]) {
         state.withLock { s in
-            s.open[ObjectIdentifier(file)] = s.entries.count
+            s.open[ObjectIdentifier(file)] = (s.entries.count, file)
             s.entries.append((fileID, 0))
         }
     }
 
-    func read(_ file: DatasetFile, bytes: Int) {
-        guard bytes > 0 else { return }
-        state.withLock { s in if let i = s.open[ObjectIdentifier(file)] { s.entries[i].bytes += UInt64(bytes) } }
+    func closed(_ file: DatasetFile) {
+        state.withLock { s in
+            guard let o = s.open.removeValue(forKey: ObjectIdentifier(file)) else { return }
+            s.entries[o.index].bytes = o.handle.bytesServed.load(ordering: .relaxed)
+        }
     }
-
-    func closed(_ file: DatasetFile) { _ = state.withLock { $0.open.removeValue(forKey: ObjectIdentifier(file)) } }
 
     public var count: Int { state.withLock { $0.entries.count } }
 
     /// The entries' leaf bytes, in open order.
     public func leaves() -> [[UInt8]] {
-        let entries = state.withLock { $0.entries }
+        let entries = state.withLock { s in
+            var e = s.entries
+            for o in s.open.values { e[o.index].bytes = o.handle.bytesServed.load(ordering: .relaxed) }
+            return e
+        }
         return entries.enumerated().map { i, e in
-                var b: [UInt8] = []
-                for v in [UInt64(i)] { for sh in stride(from: 56, through: 0, by: -8) { b.append(UInt8(truncatingIfNeeded: v >> UInt64(sh))) } }
-                b += Self.fileHash(datasetID: datasetID, fileID: e.file)
-                for sh in stride(from: 56, through: 0, by: -8) { b.append(UInt8(truncatingIfNeeded: e.bytes >> UInt64(sh))) }
-                return b
+                Self.be64(UInt64(i)) + Self.fileHash(datasetID: datasetID, fileID: e.file) + Self.be64(e.bytes)
         }
     }
 }
