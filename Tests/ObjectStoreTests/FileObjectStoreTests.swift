@@ -13,21 +13,7 @@ struct FileObjectStoreTests {
     @Test("put, ranged get, head, overwrite, delete")
     func basics() throws {
         let dir = TempDir()
-        let store = try ObjectStores.open(url: "file://" + dir.sub("store"), create: true)
-        let data = Array(0..<255).map(UInt8.init)
-        let info = try store.put(k("ds/objects/ab/x"), data)
-        #expect(info.size == 255)
-        #expect(try store.get(k("ds/objects/ab/x")).bytes == data)
-        let r = try store.get(k("ds/objects/ab/x"), range: 10..<20)
-        #expect(r.bytes == Array(10..<20).map(UInt8.init) && r.objectSize == 255)
-        #expect(try store.get(k("ds/objects/ab/x"), range: 250..<300).bytes.count == 5)
-        #expect(try store.head(k("ds/objects/ab/x")) == info)
-        let info2 = try store.put(k("ds/objects/ab/x"), [1, 2, 3])
-        #expect(info2.etag != info.etag)
-        try store.delete(k("ds/objects/ab/x"))
-        try store.delete(k("ds/objects/ab/x"))  // idempotent, as in S3
-        #expect(throws: ObjectStoreError.self) { try store.head(k("ds/objects/ab/x")) }
-        do throws(ObjectStoreError) { _ = try store.get(k("nope")) } catch { #expect(error.code == .notFound && error.key == "nope") }
+        try StoreContract.basics(try ObjectStores.open(url: "file://" + dir.sub("store"), create: true))
     }
 
     @Test("create-if-absent refuses to replace, and changes nothing")
