@@ -4,7 +4,7 @@ import Envelope
 import ObjectStore
 
 public enum ExitStatus {
-    public static let usage: Int32 = 64, dataError: Int32 = 65, noInput: Int32 = 66
+    public static let usage: Int32 = 64, dataError: Int32 = 65, noInput: Int32 = 66, unavailable: Int32 = 69
     public static let cantCreate: Int32 = 73, ioError: Int32 = 74, noPermission: Int32 = 77
 
     /// 65 for integrity failures (tampering or the wrong key), 66 for missing inputs, 77 for

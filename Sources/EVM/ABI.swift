@@ -39,13 +39,13 @@ public enum ABI {
         let headSize = 32 * args.count
         for a in args {
             switch a {
-            case .uint(let v): head += BigEndian.word(v)
+            case .uint(let v): head += ABIWord.uint(v)
             case .uint256(let b): precondition(b.count == 32); head += b
-            case .address(let x): head += [UInt8](repeating: 0, count: 12) + x.bytes
-            case .bool(let b): head += BigEndian.word(b ? 1 : 0)
+            case .address(let x): head += ABIWord.address(x)
+            case .bool(let b): head += ABIWord.uint(b ? 1 : 0)
             case .bytes32(let b): precondition(b.count == 32); head += b
-            case .string(let s): head += BigEndian.word(UInt64(headSize + tail.count)); tail += dynamic(Array(s.utf8))
-            case .bytes(let b): head += BigEndian.word(UInt64(headSize + tail.count)); tail += dynamic(b)
+            case .string(let s): head += ABIWord.uint(UInt64(headSize + tail.count)); tail += dynamic(Array(s.utf8))
+            case .bytes(let b): head += ABIWord.uint(UInt64(headSize + tail.count)); tail += dynamic(b)
             }
         }
         return head + tail
@@ -53,7 +53,7 @@ public enum ABI {
 
     static func dynamic(_ b: [UInt8]) -> [UInt8] {
         let padded = (b.count + 31) / 32 * 32
-        return BigEndian.word(UInt64(b.count)) + b + [UInt8](repeating: 0, count: padded - b.count)
+        return ABIWord.uint(UInt64(b.count)) + b + [UInt8](repeating: 0, count: padded - b.count)
     }
 
     /// Decodes a revert's data: `Error(string)` gives its reason, `Panic(uint256)` its code.

@@ -38,6 +38,4 @@ public enum BigEndian {
         while x > 0 { out.insert(UInt8(x & 0xff), at: 0); x >>= 8 }
         return out
     }
-    /// `v` as a 32-byte word.
-    public static func word(_ v: UInt64) -> [UInt8] { [UInt8](repeating: 0, count: 24) + (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
 }

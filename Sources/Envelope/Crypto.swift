@@ -162,6 +162,11 @@ public func constantTimeEquals(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBuffer
     return cce4_ct_equal(a.baseAddress!, b.baseAddress!, a.count) == 1
 }
 
+/// Constant-time equality of two byte arrays (false when their lengths differ).
+public func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    a.withUnsafeBytes { x in b.withUnsafeBytes { y in constantTimeEquals(x, y) } }
+}
+
 /// Lowercase hex.
 public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)

@@ -138,7 +138,7 @@ public final class KeyReleaseAuthority: @unchecked Sendable {
         let mac = try Field.hex(c.mac, 32, "challenge.mac")
         try DatasetVersion.validate(c.datasets, "challenge")
         let expected = Digest.hmac(key: macKey, KeyReleaseBinding.challengeBody(session: session, nonce: nonce, expiresAt: c.expiresAt, datasets: c.datasets, credentialHash: ch))
-        guard Digest.constantTimeEqual(mac, expected) else {
+        guard constantTimeEquals(mac, expected) else {
             throw KeyReleaseError(.challengeInvalid, "the challenge was not issued by this plane (MAC mismatch); ask for a new one")
         }
         guard now < c.expiresAt else {
@@ -171,7 +171,7 @@ public final class KeyReleaseAuthority: @unchecked Sendable {
         let cvmPublic = try Field.hex(r.publicKey, 32, "publicKey")
         let evidence = try Field.base64(r.evidence.outblob, max: AttestationVerifier.maximumSize, "evidence.outblob")
         _ = try Field.base64(r.evidence.auxblob, max: 64 * 1024, "evidence.auxblob")
-        guard Digest.constantTimeEqual(try r.credential.hash(), credentialHash) else {
+        guard constantTimeEquals(try r.credential.hash(), credentialHash) else {
             throw KeyReleaseError(.credentialMismatch, "the credential is not the one the challenge was issued for")
         }
         // 3. The evidence, with the binding as the expected report data.

@@ -63,7 +63,10 @@ public struct KeyReleaseClient: Sendable {
               (try? Field.address(lease.holder, "")) == (try? Field.address(credential.signer, "")) else {
             throw KeyReleaseError(.planeIdentity, "the lease is for another session, exchange, holder or set of datasets")
         }
-        guard clock() < lease.expiresAt else { throw KeyReleaseError(.leaseExpired, "the plane's lease expired at \(lease.expiresAt) already") }
+        let now = clock()
+        guard now < lease.expiresAt else {
+            throw KeyReleaseError(.leaseExpired, "the plane's lease expired at \(lease.expiresAt) but this machine's clock reads \(now): check its clock (NTP) against the plane's, then mount again")
+        }
         let shared = try eph.sharedSecret(with: planePublic)
         let transcript = KeyReleaseBinding.transcript(exchange: exchange, leaseMessage: try lease.message())
         var keys: [String: SecureBytes] = [:]

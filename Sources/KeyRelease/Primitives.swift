@@ -67,11 +67,6 @@ enum Digest {
         guard ok == 1 else { fatalError("HMAC-SHA256 unavailable in libcrypto") }
         return out
     }
-
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        return a.withUnsafeBytes { x in b.withUnsafeBytes { y in cce4_ct_equal(x.baseAddress!, y.baseAddress!, x.count) == 1 } }
-    }
 }
 
 /// One-shot AES-256-GCM with an empty associated data, for the key wrap: each wrapping key

@@ -73,8 +73,9 @@ public final class PlaneClient: @unchecked Sendable {
         var b = baseURL
         while b.hasSuffix("/") { b.removeLast() }
         guard let u = URLComponents(string: b), let scheme = u.scheme, scheme == "http" || scheme == "https", u.host?.isEmpty == false,
-              u.query == nil, u.fragment == nil else {
-            throw PlaneClientError(status: nil, type: nil, message: "plane URL \(baseURL) must be http(s)://HOST[:PORT][/PATH]")
+              u.query == nil, u.fragment == nil, u.user == nil, u.password == nil else {
+            // The input is not echoed: it may carry a password.
+            throw PlaneClientError(status: nil, type: nil, message: "the plane URL must be http(s)://HOST[:PORT][/PATH], with no user:password@, query or fragment")
         }
         self.baseURL = b
         self._token = token
@@ -140,6 +141,8 @@ public final class PlaneClient: @unchecked Sendable {
         case DecodingError.keyNotFound(let k, _): return "missing field '\(k.stringValue)'"
         case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
             return "field '\(c.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type"
+        case DecodingError.dataCorrupted(let c) where !c.codingPath.isEmpty:
+            return "field '\(c.codingPath.map(\.stringValue).joined(separator: "."))' has an invalid value"
         case DecodingError.dataCorrupted: return "not JSON"
         default: return "\(e)"
         }

@@ -112,6 +112,9 @@ public struct PlaneConfig: Sendable, Codable, Equatable {
 
     static func describe(_ e: any Error) -> String {
         switch e {
+        case DecodingError.typeMismatch(_, let c) where c.codingPath.last?.stringValue == "sealing",
+             DecodingError.dataCorrupted(let c) where c.codingPath.last?.stringValue == "sealing":
+            return "setting 'sealing' is not one of \(SealingMode.allCases.map(\.rawValue).joined(separator: ", "))"
         case DecodingError.typeMismatch(_, let c), DecodingError.dataCorrupted(let c):
             return "setting '\(c.codingPath.map { $0.stringValue }.joined(separator: "."))' has the wrong type or value"
         default: return "not a valid configuration"

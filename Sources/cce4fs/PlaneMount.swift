@@ -3,6 +3,7 @@
 // thread renews it, and the access log's Merkle root goes to the plane at unmount.
 import Attestation
 import CurlHTTP
+import Dataset
 import Envelope
 import Filesystem
 import Foundation
@@ -36,17 +37,13 @@ struct PlaneOptions {
 enum ReleaseExit {
     static func status(_ e: KeyReleaseError) -> Int32 {
         switch e.code {
-        case .tamperedKey, .planeIdentity: return ExitStatusCodes.dataError
-        case .transport, .ledgerUnavailable, .internalFailure, .keyUnavailable: return ExitStatusCodes.unavailable
-        case .evidenceInvalid where e.status == 0: return ExitStatusCodes.unavailable
-        case .malformed where e.status == 400: return ExitStatusCodes.usage
-        default: return ExitStatusCodes.noPermission
+        case .tamperedKey, .planeIdentity: return ExitStatus.dataError
+        case .transport, .ledgerUnavailable, .internalFailure, .keyUnavailable: return ExitStatus.unavailable
+        case .evidenceInvalid where e.status == 0: return ExitStatus.unavailable
+        case .malformed where e.status == 400: return ExitStatus.usage
+        default: return ExitStatus.noPermission
         }
     }
-}
-
-enum ExitStatusCodes {
-    static let usage: Int32 = 64, dataError: Int32 = 65, unavailable: Int32 = 69, noPermission: Int32 = 77
 }
 
 /// A mount's lease: the gate, the renewal thread, the access log.
@@ -68,19 +65,19 @@ final class PlaneMount: @unchecked Sendable {
             exit(s)
         }
         guard let url = o.url, let credPath = o.credential, let attest = o.attest, let id = o.identity else {
-            die("a plane mount needs plane=URL, credential=FILE, attest=tsm|simulated and plane_identity=0xADDRESS", ExitStatusCodes.usage)
+            die("a plane mount needs plane=URL, credential=FILE, attest=tsm|simulated and plane_identity=0xADDRESS", ExitStatus.usage)
         }
         guard url.hasPrefix("https://") || url.hasPrefix("http://127.") || url.hasPrefix("http://localhost") || url.hasPrefix("http://[::1]") else {
-            die("plane=\(url): use https:// (plain http only to a loopback plane, for tests)", ExitStatusCodes.usage)
+            die("plane=\(url): use https:// (plain http only to a loopback plane, for tests)", ExitStatus.usage)
         }
-        guard let identity = try? Address(id) else { die("plane_identity=\(id) is not an address (0x and 40 hex digits)", ExitStatusCodes.usage) }
+        guard let identity = try? Address(id) else { die("plane_identity=\(id) is not an address (0x and 40 hex digits)", ExitStatus.usage) }
         guard let data = FileManager.default.contents(atPath: credPath) else { die("cannot read the credential file \(credPath)", 66) }
         let credential: JobCredential
         do { credential = try JSONDecoder().decode(JobCredential.self, from: data) } catch {
-            die("\(credPath) is not a Job Credential (make one with `cce4 job credential`): \(error)", ExitStatusCodes.usage)
+            die("\(credPath) is not a Job Credential (make one with `cce4 job credential`): \(error)", ExitStatus.usage)
         }
         guard let version = credential.datasets.first(where: { $0.id == dataset }), version.root == root else {
-            die("the credential does not name dataset \(dataset) at root \(root.hex)", ExitStatusCodes.usage)
+            die("the credential does not name dataset \(dataset) at root \(root.hex)", ExitStatus.usage)
         }
         let provider: any EvidenceProvider
         switch attest {
@@ -89,13 +86,13 @@ final class PlaneMount: @unchecked Sendable {
             do {
                 let key: SimulatedKey
                 if let f = o.simulatedKeyFile {
-                    guard let b = FileManager.default.contents(atPath: f) else { die("cannot read sim_key=\(f)", 66) }
+                    guard let b = FileManager.default.contents(atPath: f) else { die("cannot read sim_key=\(f): no such file, or not readable by this user", ExitStatus.noInput) }
                     key = try SimulatedKey(fileBytes: Array(b))
                 } else { key = try SimulatedKey() }
                 provider = try SimulatedProvider(key: key, measurement: credential.measurementBytes)
-            } catch { die("simulated attestation: \(error)", ExitStatusCodes.usage) }
+            } catch { die("simulated attestation: \(error)", ExitStatus.usage) }
             logger.warning("SIMULATED attestation: no hardware vouches for this mount; the plane must allow simulated evidence")
-        default: die("attest=\(attest): use tsm (configfs-tsm, in a TDX or SEV-SNP guest) or simulated", ExitStatusCodes.usage)
+        default: die("attest=\(attest): use tsm (configfs-tsm, in a TDX or SEV-SNP guest) or simulated", ExitStatus.usage)
         }
         var options = HTTPClientOptions()
         options.caFile = o.caFile
@@ -107,7 +104,7 @@ final class PlaneMount: @unchecked Sendable {
         do throws(KeyReleaseError) { released = try client.release(credential: credential, provider: provider, datasets: [version]) } catch {
             die("key release from \(url) failed: \(error.reason) [\(error.code.rawValue)]", ReleaseExit.status(error))
         }
-        guard let key = released.keys[dataset] else { die("the plane released no key for \(dataset)", ExitStatusCodes.dataError) }
+        guard let key = released.keys[dataset] else { die("the plane released no key for \(dataset)", ExitStatus.dataError) }
         let mount = PlaneMount(client: client, lease: released.lease, key: key, dataset: dataset, localTTL: o.leaseTTL, logger: logger)
         logger.notice("dataset key released by the plane", metadata: ["plane": "\(identity)", "session": "\(released.lease.session)",
                                                                       "lease_expires": "\(mount.gate.expiresAt)"])

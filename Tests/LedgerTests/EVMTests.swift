@@ -72,8 +72,8 @@ import Wallet
         #expect(throws: ABIError.self) { try ABIReader(dirty).address(1) }
         #expect(throws: ABIError.self) { try ABIReader(Array(data.prefix(100))).string(2) }
         // An array of (id, user, expires) tuples, then random damage: never a crash.
-        let array = BigEndian.word(32) + BigEndian.word(2) + BigEndian.word(1) + ABI.encode([.address(try key(3).address)]) + BigEndian.word(99)
-            + BigEndian.word(2) + ABI.encode([.address(try key(4).address)]) + BigEndian.word(100)
+        let array = ABIWord.uint(32) + ABIWord.uint(2) + ABIWord.uint(1) + ABI.encode([.address(try key(3).address)]) + ABIWord.uint(99)
+            + ABIWord.uint(2) + ABI.encode([.address(try key(4).address)]) + ABIWord.uint(100)
         let rows = try ABIReader(array).array(0, width: 3)
         #expect(try rows.map { try $0.uint64(0) } == [1, 2] && rows[1].address(1) == key(4).address)
         var g = SeededGenerator(seed: 4907)
