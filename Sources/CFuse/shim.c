@@ -30,6 +30,12 @@ void cce4_fi_set_keep_cache(struct fuse_file_info *fi, int on) { fi->keep_cache 
 void cce4_fi_set_direct_io(struct fuse_file_info *fi, int on) { fi->direct_io = on ? 1 : 0; }
 void cce4_fi_set_cache_readdir(struct fuse_file_info *fi, int on) { fi->cache_readdir = on ? 1 : 0; }
 
+int cce4_notify_store(struct fuse_session *se, fuse_ino_t ino, off_t offset, const void *data, size_t size) {
+    struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(size);
+    bufv.buf[0].mem = (void *)data;
+    return fuse_lowlevel_notify_store(se, ino, offset, &bufv, 0);
+}
+
 void cce4_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
 
 size_t cce4_direntry_size(const char *name, int plus) {

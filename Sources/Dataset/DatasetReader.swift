@@ -1,5 +1,6 @@
 // Reads a packed dataset back: the authenticated tree from its root hash, and any byte
 // range of any file, without FUSE.
+import Dispatch
 import Envelope
 import ObjectStore
 import Synchronization
@@ -124,10 +125,13 @@ public final class DatasetReader: Sendable {
 ///
 /// Every part is read through an `ObjectReader` whose size is checked against the directory
 /// entry. The first part's reader is opened at `open` (to read the header) and kept, so a
-/// file stored as one object costs a single pread per read; later parts of a file stored in
-/// parts are opened for each read that touches them.
+/// file stored as one object costs a single pread per read; later parts are opened when a
+/// read first touches them, or ahead of a sequential stream (once it has read half of the
+/// part before), and kept while they are read.
 public final class DatasetFile: Sendable {
     public let file: FileRef
+    /// The file's stream parameters (its segment size), checked at open.
+    public let parameters: StreamParameters
     /// Plaintext bytes served through this handle, for a mount's access log: one relaxed atomic
     /// add per read, so counting takes no lock on the read path.
     public let bytesServed = Atomic<UInt64>(0)
@@ -140,14 +144,32 @@ public final class DatasetFile: Sendable {
     /// `openPartsLimit`, least recently used closed first): a part is opened once, not per
     /// read, so its reader's readahead (s3://) and open file (file://) carry over between reads.
     /// Lock order: taken alone; opening a part happens outside it.
-    private let openParts = Mutex<(readers: [Int: (reader: any ObjectReader, tick: UInt64)], tick: UInt64)>(([:], 0))
+    private let openParts = Mutex<PartReaders>(PartReaders())
     private static let openPartsLimit = 4
+    /// Where the last read ended and how many bytes the current sequential run has read, to
+    /// open the next part ahead of a stream (not of random reads).
+    private let stream = Mutex<(end: Int64, run: Int64)>((0, 0))
+
+    struct PartReaders {
+        var readers = [Int: (reader: any ObjectReader, tick: UInt64)]()
+        var tick: UInt64 = 0
+        /// Parts being opened now (by a reader or ahead of a stream): wait for them.
+        var opening = [Int: DispatchGroup]()
+
+        mutating func insert(_ index: Int, _ r: any ObjectReader, limit: Int) {
+            tick += 1
+            readers[index] = (r, tick)
+            while readers.count > limit, let old = readers.min(by: { $0.value.tick < $1.value.tick }) {
+                readers[old.key] = nil
+            }
+        }
+    }
 
     init(reader: DatasetReader, file: FileRef, key: SecureBytes) throws {
         self.file = file
         self.store = reader.store
         // FileRef has a public initializer: check what the decoder would have checked.
-        do { _ = try file.parameters() } catch { throw DatasetError.invalidArgument("\(error)") }
+        do { parameters = try file.parameters() } catch { throw DatasetError.invalidArgument("\(error)") }
         if case .parts(let ps) = file.layout, ps <= 0 || ps % Int64(file.segmentSize) != 0 {
             throw DatasetError.invalidArgument("part size must be a positive multiple of the segment size")
         }
@@ -175,23 +197,73 @@ public final class DatasetFile: Sendable {
         }
     }
 
-    /// The reader of part `index` (> 0): kept open, or opened now.
+    /// The reader of part `index` (> 0): kept open, being opened (waited for), or opened now.
     private func partReader(_ index: Int) throws -> any ObjectReader {
-        let cached: (any ObjectReader)? = openParts.withLock { s in
-            guard let e = s.readers[index] else { return nil }
-            s.tick += 1; s.readers[index] = (e.reader, s.tick)
-            return e.reader
-        }
-        if let cached { return cached }
-        let r = try Self.open(parts[index], in: store)
-        openParts.withLock { s in
-            s.tick += 1
-            s.readers[index] = (r, s.tick)
-            while s.readers.count > Self.openPartsLimit, let old = s.readers.min(by: { $0.value.tick < $1.value.tick }) {
-                s.readers[old.key] = nil
+        enum Found { case ready(any ObjectReader), wait(DispatchGroup), open(DispatchGroup) }
+        for _ in 0..<2 {
+            let found: Found = openParts.withLock { s in
+                if let e = s.readers[index] {
+                    s.tick += 1; s.readers[index] = (e.reader, s.tick)
+                    return .ready(e.reader)
+                }
+                if let g = s.opening[index] { return .wait(g) }
+                let g = DispatchGroup()
+                g.enter()
+                s.opening[index] = g
+                return .open(g)
+            }
+            switch found {
+            case .ready(let r): return r
+            case .wait(let g): g.wait()  // then look again: opened, or failed (open it here)
+            case .open(let g): return try openPart(index, g)
             }
         }
-        return r
+        return try Self.open(parts[index], in: store)
+    }
+
+    /// Opens part `index`, keeps it, and ends its `opening` mark.
+    private func openPart(_ index: Int, _ g: DispatchGroup) throws -> any ObjectReader {
+        let result = Result { try Self.open(parts[index], in: store) }
+        openParts.withLock { s in
+            s.opening[index] = nil
+            if case .success(let r) = result { s.insert(index, r, limit: Self.openPartsLimit) }
+        }
+        g.leave()
+        return try result.get()
+    }
+
+    /// Opens part `index` in the background, unless it is open or opening, and tells its
+    /// reader the stream will read it from the start. Failures are left to the read that
+    /// needs the part (it opens it again and reports).
+    private func openAhead(_ index: Int) {
+        guard index < parts.count else { return }
+        let g: DispatchGroup? = openParts.withLock { s in
+            guard s.readers[index] == nil, s.opening[index] == nil else { return nil }
+            let g = DispatchGroup()
+            g.enter()
+            s.opening[index] = g
+            return g
+        }
+        guard let g else { return }
+        DispatchQueue.global().async { [self] in
+            if let r = try? openPart(index, g) { r.willReadSequentially(from: 0) }
+        }
+    }
+
+    /// Records a read of `range` and, once a sequential run has read half of a part, opens the
+    /// next part ahead.
+    private func noteRead(_ range: Range<Int64>) {
+        guard parts.count > 1 else { return }
+        let run: Int64 = stream.withLock { st in
+            // Concurrent FUSE workers deliver a stream slightly out of order.
+            let slack: Int64 = 4 << 20
+            st.run = abs(range.lowerBound - st.end) <= slack ? st.run + Int64(range.count) : Int64(range.count)
+            st.end = max(range.upperBound, abs(range.lowerBound - st.end) <= slack ? st.end : 0)
+            return st.run
+        }
+        let index = Int(range.upperBound / partSize)
+        let inPart = range.upperBound - Int64(index) * partSize
+        if run >= min(partSize / 2, 4 << 20), inPart >= partSize / 2 { openAhead(index + 1) }
     }
 
     /// Opens one part and checks its size against the directory entry.
@@ -220,6 +292,7 @@ public final class DatasetFile: Sendable {
         defer { owned?.deallocate() }
         let buf = UnsafeMutableRawBufferPointer(rebasing: (owned ?? scratch!(ct.count))[0..<ct.count])
         try fetch(ct, into: buf)
+        noteRead(ct)
         do {
             return try decryptor.decrypt(r, ciphertext: UnsafeRawBufferPointer(buf), into: out)
         } catch {

@@ -34,6 +34,16 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible, Cu
     /// key is ever placed in them.
     public init(count: Int, initialize: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         precondition(count >= 0)
+        // Keys (32 bytes; derived per file opened) come from locked slots: no allocation,
+        // mlock or munlock per key (each of those splits or merges a mapping under the
+        // process's memory lock, which every thread then waits for).
+        if count <= LockedSlots.slotSize {
+            self.base = try LockedSlots.shared.take()
+            self.capacity = LockedSlots.slotSize
+            self.count = count
+            try initialize(UnsafeMutableRawBufferPointer(start: base, count: count))
+            return
+        }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let capacity = max(page, (count + page - 1) / page * page)
         var raw: UnsafeMutableRawPointer?
@@ -74,6 +84,7 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible, Cu
 
     private static func release(_ p: UnsafeMutableRawPointer, _ capacity: Int) {
         cce4_cleanse(p, capacity)
+        if capacity == LockedSlots.slotSize { LockedSlots.shared.give(p); return }
         munlock(p, capacity)
         free(p)
     }
@@ -100,6 +111,52 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible, Cu
 
     public var description: String { "SecureBytes(\(count) bytes, redacted)" }
     public var debugDescription: String { description }
+}
+
+/// Small secrets' memory: 64-byte slots carved from 64 KiB arenas that are allocated, zeroed,
+/// `mlock`ed and excluded from core dumps once. A slot is wiped (by `SecureBytes`) before it
+/// returns to the free list; arenas are never unlocked or freed (they are bounded by the most
+/// small secrets alive at once).
+final class LockedSlots: @unchecked Sendable {
+    static let slotSize = 64
+    static let arenaSize = 64 << 10
+    static let shared = LockedSlots()
+    private var free: [UnsafeMutableRawPointer] = []
+    private var lock = pthread_mutex_t()
+
+    init() { pthread_mutex_init(&lock, nil) }
+
+    func take() throws -> UnsafeMutableRawPointer {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        if let p = free.popLast() { return p }
+        var raw: UnsafeMutableRawPointer?
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard posix_memalign(&raw, page, Self.arenaSize) == 0, let raw else {
+            throw SecureBytes.AllocationError(description: "cannot allocate \(Self.arenaSize) bytes for key material")
+        }
+        memset(raw, 0, Self.arenaSize)
+        guard mlock(raw, Self.arenaSize) == 0 else {
+            let err = errno
+            Glibc.free(raw)
+            throw SecureBytes.AllocationError(description:
+                "cannot lock key memory (mlock: \(String(cString: strerror(err)))); raise the locked-memory limit (ulimit -l) or run with CAP_IPC_LOCK")
+        }
+        #if os(Linux)
+        _ = madvise(raw, Self.arenaSize, MADV_DONTDUMP)
+        #endif
+        let n = Self.arenaSize / Self.slotSize
+        free.reserveCapacity(free.count + n)
+        for i in (1..<n).reversed() { free.append(raw + i * Self.slotSize) }
+        return raw
+    }
+
+    /// Returns a wiped slot.
+    func give(_ p: UnsafeMutableRawPointer) {
+        pthread_mutex_lock(&lock)
+        free.append(p)
+        pthread_mutex_unlock(&lock)
+    }
 }
 
 /// Wipes a plain buffer that held secrets or plaintext (OPENSSL_cleanse).

@@ -137,6 +137,11 @@ public final class FuseSession: @unchecked Sendable {
     public let fs: DatasetFS
     let logger: Logger
     private var session: OpaquePointer?
+    /// Whether small reads fill the rest of their segments into the page cache (`-o
+    /// segment_fill`); set before `mount`.
+    public var segmentFill = true
+    /// The segment filler, while mounted with segment fill on.
+    private(set) var filler: PageCacheFiller?
     private var mounted = false
     /// Signalled when FUSE INIT has been handled (its reply follows at once).
     public let initialized = DispatchSemaphore(value: 0)
@@ -163,6 +168,7 @@ public final class FuseSession: @unchecked Sendable {
             throw FSError(EIO, "cannot mount at \(mountpoint) (is it an existing, empty directory? is /dev/fuse there? run as root or install fuse3)")
         }
         mounted = true
+        if segmentFill { filler = PageCacheFiller(session: se, logger: logger) }
     }
 
     /// Serves requests on up to `threads` worker threads until unmounted or signalled.
@@ -178,6 +184,8 @@ public final class FuseSession: @unchecked Sendable {
     /// cce4fs calls it from a thread of its own.
     public func invalidateKernelCaches() {
         guard let se = session else { return }
+        // First stop storing pages: none stored before the drop survives it, none after.
+        filler?.stop()
         var dropped = 0
         for ino in fs.knownInodes() where fuse_lowlevel_notify_inval_inode(se, fuse_ino_t(ino), 0, 0) == 0 { dropped += 1 }
         logger.notice("kernel caches dropped", metadata: ["inodes": "\(dropped)"])
@@ -186,6 +194,7 @@ public final class FuseSession: @unchecked Sendable {
     /// Unmounts (if still mounted) and frees the session.
     public func close() {
         guard let se = session else { return }
+        filler?.stop()
         if mounted { fuse_session_unmount(se); mounted = false }
         fuse_remove_signal_handlers(se)
         fuse_session_destroy(se)
@@ -280,11 +289,28 @@ public final class FuseSession: @unchecked Sendable {
                 if r.open(fi) != 0 { handle.release() }
             } catch { s.fail(r, error, "open") }
         }
-        ops.read = { req, _, size, off, fi in
+        ops.read = { req, ino, size, off, fi in
             let s = FuseSession.bridge(req), r = Request(req!)
             guard let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { r.error(EBADF); return }
             let file = Unmanaged<DatasetFile>.fromOpaque(p).takeUnretainedValue()
             let tb = ThreadBuffer.current()
+            let want = Int64(off)..<(Int64(off) + Int64(size))
+            // Segment fill: a read smaller than the segments it decrypts reads them whole,
+            // answers its own pages and hands the others to the filler (page-aligned
+            // requests only, as the kernel's buffered reads are).
+            if let filler = s.filler, off >= 0, off % 4096 == 0, size % 4096 == 0,
+               let fill = segmentFillRange(want, fileSize: file.size, parameters: file.parameters) {
+                let buf = tb.reply.ensure(fill.count)
+                do {
+                    let n = try s.fs.read(file, offset: fill.lowerBound, into: buf) { need in tb.cipher.ensure(need) }
+                    let head = Int(want.lowerBound - fill.lowerBound)
+                    let count = max(0, min(size, n - head))
+                    if head > 0 { filler.enqueue(ino: ino, offset: fill.lowerBound, UnsafeRawBufferPointer(rebasing: buf[0..<min(head, n)])) }
+                    if head + count < n { filler.enqueue(ino: ino, offset: Int64(off) + Int64(count), UnsafeRawBufferPointer(rebasing: buf[(head + count)..<n])) }
+                    r.buffer(buf.baseAddress! + min(head, n), count)
+                } catch { s.fail(r, error, "read") }
+                return
+            }
             let buf = tb.reply.ensure(size)
             do {
                 let n = try s.fs.read(file, offset: Int64(off), into: buf) { need in tb.cipher.ensure(need) }
@@ -299,7 +325,8 @@ public final class FuseSession: @unchecked Sendable {
             }
             Request(req!).ok()
         }
-        ops.flush = { req, _, _ in Request(req!).ok() }
+        // No flush: libfuse answers ENOSYS once and the kernel stops sending FLUSH on close
+        // (nothing to flush in a read-only snapshot): one round trip less per open file.
         ops.fsync = { req, _, _, _ in Request(req!).ok() }
         ops.opendir = { req, ino, fi in
             let s = FuseSession.bridge(req), r = Request(req!)

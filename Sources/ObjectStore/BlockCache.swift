@@ -22,6 +22,14 @@ struct Readahead: Sendable, Equatable {
 
     init(initial: Int64, maximum: Int64) { self.initial = initial; self.maximum = max(initial, maximum) }
 
+    /// Continues a sequential stream that arrives here from elsewhere (the previous part of a
+    /// file): the next read at `offset` is sequential, with the window at its largest.
+    mutating func continueSequential(at offset: Int64) -> Range<Int64> {
+        next = offset
+        window = maximum
+        return offset..<(offset + window)
+    }
+
     /// Records a read; returns the byte range to prefetch after it (empty for none).
     mutating func read(at offset: Int64, count: Int) -> Range<Int64> {
         // Concurrent FUSE workers deliver a sequential stream slightly out of order: a read

@@ -7,17 +7,28 @@ public struct ObjectKey: Hashable, Sendable, Comparable, CustomStringConvertible
     public let rawValue: String
 
     public init(_ raw: String) throws(ObjectStoreError) {
-        let u = Array(raw.utf8)
-        guard !u.isEmpty, u.count <= 1024 else { throw ObjectStoreError(.invalidKey, key: raw, "object key length must be 1...1024") }
-        for c in u {
+        // One pass over the bytes, no copies (every file open builds keys).
+        let n = raw.utf8.count
+        guard n > 0, n <= 1024 else { throw ObjectStoreError(.invalidKey, key: raw, "object key length must be 1...1024") }
+        // The current component: its length, whether it is all dots so far, and whether it
+        // starts with the reserved ".cce4-".
+        var length = 0, dots = true, reserved = true
+        let prefix: StaticString = ".cce4-"
+        var bad = false
+        for c in raw.utf8 {
             let ok = (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c == 0x2f || c == 0x2d || c == 0x5f || c == 0x2e
             guard ok else { throw ObjectStoreError(.invalidKey, key: raw, "object key may only use A-Z a-z 0-9 / . _ -") }
-        }
-        for comp in raw.split(separator: "/", omittingEmptySubsequences: false) {
-            guard !comp.isEmpty, comp != ".", comp != "..", !comp.hasPrefix(".cce4-") else {
-                throw ObjectStoreError(.invalidKey, key: raw, "object key has an empty, '.', '..' or reserved component")
+            if c == 0x2f {
+                if length == 0 || (dots && length <= 2) || (reserved && length >= 6) { bad = true }
+                length = 0; dots = true; reserved = true
+                continue
             }
+            if c != 0x2e { dots = false }
+            if length < 6 && c != prefix.utf8Start[length] { reserved = false }
+            length += 1
         }
+        if length == 0 || (dots && length <= 2) || (reserved && length >= 6) { bad = true }
+        guard !bad else { throw ObjectStoreError(.invalidKey, key: raw, "object key has an empty, '.', '..' or reserved component") }
         rawValue = raw
     }
 
@@ -105,6 +116,14 @@ public protocol ObjectReader: Sendable {
     var etag: String { get }
     /// Reads up to `buffer.count` bytes at `offset`; short only at the end of the object.
     func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int
+    /// A hint: the caller is reading sequentially and will read from `offset` on next (the
+    /// next part of a file it is streaming). A reader that prefetches starts now, with its
+    /// largest window; others ignore it. Never blocks, never fails.
+    func willReadSequentially(from offset: Int64)
+}
+
+extension ObjectReader {
+    public func willReadSequentially(from offset: Int64) {}
 }
 
 /// An object store. Calls block the calling thread (FUSE workers call them directly).

@@ -361,23 +361,37 @@ final class S3ObjectReader: ObjectReader {
             block.withUnsafeBytes { b in (buffer.baseAddress! + done).copyMemory(from: b.baseAddress! + from, byteCount: count) }
             done += count
         }
-        // Readahead: the blocks of the window after this read, in the background, in runs of
-        // up to 8 blocks per GET (fewer requests; runs in parallel for large windows).
-        let ahead = readahead.withLock { $0.read(at: offset, count: n) }.clamped(to: 0..<size)
-        if !ahead.isEmpty {
-            let from = max(last + 1, ahead.lowerBound / bs), to = (ahead.upperBound - 1) / bs
-            var i = from
-            while i <= to {
-                let end = min(to, i + 7)
-                let run = (i...end).map { (id: blockID($0), size: blockLength($0, bs)) }
-                let base = i
-                cache.prefetchRun(run) { [self] (first: Int, count: Int) throws(ObjectStoreError) -> [UInt8] in
-                    try fetchBlocks(base + Int64(first), count: count, bs)
-                }
-                i = end + 1
-            }
-        }
+        // Readahead: the blocks of the window after this read, in the background.
+        let ahead = readahead.withLock { $0.read(at: offset, count: n) }
+        prefetch(ahead, after: last, cache: cache)
         return n
+    }
+
+    /// Starts fetching the blocks of `ahead` (after block `after`) in the background, in runs
+    /// of up to 8 blocks per GET (fewer requests; runs in parallel for large windows).
+    private func prefetch(_ ahead: Range<Int64>, after: Int64, cache: BlockCache) {
+        let ahead = ahead.clamped(to: 0..<size)
+        guard !ahead.isEmpty else { return }
+        let bs = Int64(cache.blockSize)
+        let from = max(after + 1, ahead.lowerBound / bs), to = (ahead.upperBound - 1) / bs
+        var i = from
+        while i <= to {
+            let end = min(to, i + 7)
+            let run = (i...end).map { (id: blockID($0), size: blockLength($0, bs)) }
+            let base = i
+            cache.prefetchRun(run) { [self] (first: Int, count: Int) throws(ObjectStoreError) -> [UInt8] in
+                try fetchBlocks(base + Int64(first), count: count, bs)
+            }
+            i = end + 1
+        }
+    }
+
+    /// The next part of a streamed file: fetch its first window now, so the stream does not
+    /// wait for this part's window to grow again from one block.
+    func willReadSequentially(from offset: Int64) {
+        guard let cache = store.cache, offset >= 0, offset < size else { return }
+        let ahead = readahead.withLock { $0.continueSequential(at: offset) }
+        prefetch(ahead, after: offset / Int64(cache.blockSize) - 1, cache: cache)
     }
 }
 

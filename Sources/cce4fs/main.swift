@@ -53,6 +53,9 @@ Options (-o, comma-separated; may be repeated):
   read_ahead_kb=N        the kernel's readahead window for this mount, in KiB (default: 1024,
                          so sequential reads arrive as 1 MiB requests; 0 keeps the kernel's
                          128); needs root (it is set through /sys/class/bdi)
+  segment_fill=0|1       a read smaller than the 16 KiB segments it decrypts also puts the
+                         rest of them into the page cache, so nearby reads need no round
+                         trip (default: 1)
   attr_timeout=SECONDS   how long the kernel caches attributes and names (default: 86400;
                          the version never changes)
   log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
@@ -125,6 +128,7 @@ struct Config {
     var cacheBytes = 64 << 20
     /// The kernel readahead window for this mount (its bdi), in KiB; 0 leaves the kernel's.
     var readAheadKB = 1024
+    var segmentFill = true
     var logLevel: Logger.Level = .warning
     var fsname: String?
     /// Kernel mount flags passed through to libfuse.
@@ -180,6 +184,12 @@ func parse(_ args: [String]) throws -> Config {
             let n = try number()
             guard n <= 65536 else { throw Failure(message: "read_ahead_kb must be 0...65536", status: ExitStatus.usage) }
             c.readAheadKB = Int(n)
+        case "segment_fill":
+            switch try value() {
+            case "1", "true", "yes": c.segmentFill = true
+            case "0", "false", "no": c.segmentFill = false
+            default: throw Failure(message: "segment_fill must be 0 or 1", status: ExitStatus.usage)
+            }
         case "cache_size":
             guard let n = parseSize(try value()), n >= 1 << 20 else { throw Failure(message: "cache_size must be a size of at least 1M, as in cache_size=256M", status: ExitStatus.usage) }
             c.cacheBytes = n
@@ -409,6 +419,7 @@ let mountpoint = realpath(config.mountpoint, &resolved) != nil
     ? String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : config.mountpoint
 
 let session = FuseSession(fs: fs, logger: logger)
+session.segmentFill = config.segmentFill
 // A lapsed lease also drops the kernel's cached pages, so descriptors opened before the
 // lapse read through the gate too (from a thread of its own: the lapse may be noticed inside
 // a request handler).

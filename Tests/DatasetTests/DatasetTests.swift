@@ -114,6 +114,41 @@ struct PackedDatasetTests {
         #expect(Verifier(reader: try fx.reader()).run().ok)
     }
 
+    @Test("a sequential stream opens the next part ahead and hints its reader; random reads do not")
+    func partsAhead() throws {
+        let fx = try Fixture(partSize: 4096 * 3, extraLarge: true)
+        let f = try fx.fileRef("large.bin")
+        let store = RecordingStore(fx.store)
+        let reader = try DatasetReader(store: store, datasetID: fx.dataset, root: fx.root, key: fx.key)
+        let plain = fx.files["large.bin"]!
+        let partKey = { (i: Int) in (try? reader.layout.storeKey(f.parts[i].key).rawValue) ?? "?" }
+        // Random reads, far apart: parts open when touched, never ahead.
+        let random = try reader.open(f)
+        for off: Int64 in [5_000_000, 100_000, 9_000_000] {
+            #expect(bytesEqual(try random.read(off..<off + 100), Array(plain[Int(off)..<Int(off) + 100])))
+        }
+        usleep(100_000)
+        #expect(store.events.filter { $0.hasPrefix("ahead") }.isEmpty)
+        // A stream: once it has read half of a part, the next one opens in the background.
+        store.reset()
+        let stream = try reader.open(f)
+        var off: Int64 = 0
+        while off < 4096 * 2 {
+            #expect(bytesEqual(try stream.read(off..<off + 1024), Array(plain[Int(off)..<Int(off) + 1024])))
+            off += 1024
+        }
+        var events = store.events
+        for _ in 0..<100 where !events.contains("ahead " + partKey(1)) { usleep(10_000); events = store.events }
+        #expect(events.contains("open " + partKey(1)), "\(events)")
+        #expect(events.contains("ahead " + partKey(1)), "\(events)")
+        // Reading on uses the part opened ahead: it is not opened again.
+        while off < 4096 * 4 {
+            #expect(bytesEqual(try stream.read(off..<off + 1024), Array(plain[Int(off)..<Int(off) + 1024])))
+            off += 1024
+        }
+        #expect(store.events.filter { $0 == "open " + partKey(1) }.count == 1)
+    }
+
     @Test("a flipped byte in any sampled position of a file object is refused")
     func flippedFileByte() throws {
         let fx = try Fixture()
@@ -261,4 +296,41 @@ struct PackedDatasetTests {
         }
         #expect(try store.listAll(prefix: "").isEmpty, "a failed pack leaves no objects")
     }
+}
+
+/// A store that records opens and sequential-read hints, around a real file:// store.
+final class RecordingStore: ObjectStore, @unchecked Sendable {
+    let inner: FileObjectStore
+    private let lock = NSLock()
+    private var log: [String] = []
+    init(_ inner: FileObjectStore) { self.inner = inner }
+
+    var events: [String] { lock.lock(); defer { lock.unlock() }; return log }
+    func reset() { lock.lock(); log.removeAll(); lock.unlock() }
+    func record(_ e: String) { lock.lock(); log.append(e); lock.unlock() }
+
+    struct Reader: ObjectReader {
+        let inner: any ObjectReader
+        let store: RecordingStore
+        var key: ObjectKey { inner.key }
+        var size: Int64 { inner.size }
+        var etag: String { inner.etag }
+        func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) -> Int { try inner.read(at: offset, into: buffer) }
+        func willReadSequentially(from offset: Int64) { store.record("ahead " + key.rawValue) }
+    }
+
+    func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
+        record("open " + key.rawValue)
+        return Reader(inner: try inner.openReader(key), store: self)
+    }
+    var url: String { inner.url }
+    func read(_ key: ObjectKey, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch: String?) throws(ObjectStoreError) -> ReadResult {
+        try inner.read(key, at: offset, into: buffer, ifMatch: ifMatch)
+    }
+    func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo { try inner.head(key) }
+    func makeWriter(_ key: ObjectKey, ifAbsent: Bool) throws(ObjectStoreError) -> ObjectWriter { try inner.makeWriter(key, ifAbsent: ifAbsent) }
+    func list(prefix: String, startAfter: ObjectKey?, maxKeys: Int) throws(ObjectStoreError) -> ObjectListPage {
+        try inner.list(prefix: prefix, startAfter: startAfter, maxKeys: maxKeys)
+    }
+    func delete(_ key: ObjectKey) throws(ObjectStoreError) { try inner.delete(key) }
 }

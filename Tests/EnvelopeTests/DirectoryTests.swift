@@ -78,6 +78,30 @@ struct DirectoryTests {
 
 /// Malformed input to every decoder: truncated, oversized, random and mutated bytes must
 /// give an error, never a crash or a wrong answer. Seeded, so failures reproduce.
+@Suite("Object keys in directory entries")
+struct EntryObjectKeyTests {
+    @Test("the one-pass check accepts exactly the clean relative keys (200,000 random keys)")
+    func matchesRules() {
+        func reference(_ key: String) -> Bool {
+            let u = Array(key.utf8)
+            guard !u.isEmpty, u.count <= DirectoryLimits.maxObjectKeyLength else { return false }
+            for c in u where !((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c == 0x2f || c == 0x2d || c == 0x5f || c == 0x2e) { return false }
+            return u.first != 0x2f && !key.contains("..") && !key.contains("//")
+        }
+        let alphabet = Array("./-a_Z9 ".utf8)
+        var rng = SeededGenerator(seed: 78)
+        var accepted = 0
+        for _ in 0..<200_000 {
+            let n = Int.random(in: 0...8, using: &rng)
+            let key = String(decoding: (0..<n).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &rng)] }, as: UTF8.self)
+            let got = (try? validateObjectKey(key)) != nil
+            if got != reference(key) { Issue.record("\(key): one-pass check says \(got)"); return }
+            if got { accepted += 1 }
+        }
+        #expect(accepted > 1000)
+    }
+}
+
 @Suite("Malformed input")
 struct MalformedInputTests {
     static func exercise(_ body: [UInt8]) {

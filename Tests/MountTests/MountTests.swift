@@ -316,6 +316,57 @@ struct MountTests {
         #expect(help.status == 0 && help.stdoutText.contains("insecure_key_file=PATH"))
     }
 
+    /// Pages of `path` resident in the page cache (mincore over a shared mapping).
+    static func resident(_ fd: Int32, pages: Int) -> [Bool] {
+        let len = pages * 4096
+        guard let map = mmap(nil, len, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { return [] }
+        defer { munmap(map, len) }
+        var vec = [UInt8](repeating: 0, count: pages)
+        guard mincore(map, len, &vec) == 0 else { return [] }
+        return vec.map { $0 & 1 == 1 }
+    }
+
+    @Test("segment fill: a 4 KiB read puts the other whole pages of its segment into the page cache, with the source's bytes; segment_fill=0 does not",
+          arguments: StoreKind.allCases)
+    func segmentFill(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
+        let f = "large/genome.bin"
+        for fill in [true, false] {
+            let m = try fx.mount(fill ? "m-fill" : "m-nofill", extra: fill ? [] : ["segment_fill=0"])
+            defer { m.unmount() }
+            let fd = open(m.path + "/" + f, O_RDONLY)
+            try #require(fd >= 0)
+            defer { close(fd) }
+            // The kernel reads just the requested page of a random read.
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)
+            // Segment 1 holds plaintext 16,328..<32,696: whole pages 4, 5 and 6. Read page 5.
+            #expect(Self.resident(fd, pages: 9) == Array(repeating: false, count: 9))
+            var page = [UInt8](repeating: 0, count: 4096)
+            #expect(page.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4096, 5 * 4096) } == 4096)
+            // The filler works in the background: give it a moment.
+            var pages = Self.resident(fd, pages: 9)
+            for _ in 0..<100 where fill && !(pages[4] && pages[6]) {
+                usleep(20_000)
+                pages = Self.resident(fd, pages: 9)
+            }
+            let expected = fill ? [false, false, false, false, true, true, true, false, false]
+                                : [false, false, false, false, false, true, false, false, false]
+            #expect(pages == expected, "\(fill ? "fill" : "no fill"): resident pages \(pages)")
+            // What the filled pages hold is the source's bytes (read from the page cache now).
+            let (a, _) = preadAll(fx.src + "/" + f, 4 * 4096, 3 * 4096), (b, e) = preadAll(m.path + "/" + f, 4 * 4096, 3 * 4096)
+            #expect(e == 0 && bytesEqual(a, b))
+            // A read at the end of the file fills the file's last partial page too.
+            let size = (try FileManager.default.attributesOfItem(atPath: fx.src + "/" + f)[.size] as! NSNumber).intValue
+            let lastPage = (size - 1) / 4096 * 4096
+            let (c, _) = preadAll(fx.src + "/" + f, lastPage - 3 * 4096, size - lastPage + 3 * 4096)
+            let (d, e2) = preadAll(m.path + "/" + f, lastPage - 3 * 4096, 4096)
+            #expect(e2 == 0 && bytesEqual(Array(c.prefix(4096)), d))
+            usleep(200_000)
+            let (t, e3) = preadAll(m.path + "/" + f, lastPage - 3 * 4096, size - lastPage + 3 * 4096)
+            #expect(e3 == 0 && bytesEqual(c, t))
+        }
+    }
+
     @Test("a 100,000-file directory lists completely (ls -f)")
     func hugeDirectory() throws {
         // Source and store on tmpfs: 100,000 object writes with fsync stay fast.

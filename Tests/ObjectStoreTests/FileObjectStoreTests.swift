@@ -79,6 +79,30 @@ struct FileObjectStoreTests {
         }
     }
 
+    @Test("the one-pass key check accepts exactly what the component rules accept (200,000 random keys)")
+    func keyCheckMatchesRules() {
+        // The rules, written plainly: allowed bytes; no empty, ".", ".." or ".cce4-…" component.
+        func reference(_ raw: String) -> Bool {
+            let u = Array(raw.utf8)
+            guard !u.isEmpty, u.count <= 1024 else { return false }
+            for c in u where !((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c == 0x2f || c == 0x2d || c == 0x5f || c == 0x2e) { return false }
+            for comp in raw.split(separator: "/", omittingEmptySubsequences: false) where comp.isEmpty || comp == "." || comp == ".." || comp.hasPrefix(".cce4-") { return false }
+            return true
+        }
+        let alphabet = Array("./-ce4a_Z ".utf8)
+        var rng = SeededGenerator(seed: 77)
+        var accepted = 0
+        for _ in 0..<200_000 {
+            let n = Int.random(in: 0...9, using: &rng)
+            let key = String(decoding: (0..<n).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &rng)] }, as: UTF8.self)
+            let got = (try? ObjectKey(key)) != nil
+            if got != reference(key) { Issue.record("\(key): one-pass check says \(got)"); return }
+            if got { accepted += 1 }
+        }
+        #expect(accepted > 1000)
+        #expect((try? ObjectKey(".cce4-")) == nil && (try? ObjectKey("a/.cce4-x")) == nil && (try? ObjectKey(".cce4")) != nil && (try? ObjectKey("...")) != nil)
+    }
+
     @Test("store URLs: a missing directory, a file, and unknown schemes give clear errors")
     func urls() throws {
         let dir = TempDir()

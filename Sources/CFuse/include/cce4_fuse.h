@@ -29,6 +29,10 @@ void cce4_fi_set_keep_cache(struct fuse_file_info *fi, int on);
 void cce4_fi_set_direct_io(struct fuse_file_info *fi, int on);
 void cce4_fi_set_cache_readdir(struct fuse_file_info *fi, int on);
 
+/// fuse_lowlevel_notify_store over one memory buffer (FUSE_BUFVEC_INIT is a macro): puts
+/// `size` bytes at `offset` into the kernel's page cache of `ino`. Returns 0 or -errno.
+int cce4_notify_store(struct fuse_session *se, fuse_ino_t ino, off_t offset, const void *data, size_t size);
+
 /// syslog(3) with a fixed "%s" format (never a caller-controlled format string).
 void cce4_syslog(int priority, const char *message);
 

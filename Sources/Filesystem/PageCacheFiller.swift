@@ -1,0 +1,137 @@
+// Segment fill: a small read decrypts whole ciphertext segments (16 KiB by default), but the
+// kernel asked for a few pages of them. The other pages of those segments are authenticated
+// plaintext already in hand; this puts them into the kernel's page cache of the file
+// (FUSE_NOTIFY_STORE), so a later read of them costs no round trip, no fetch and no decrypt.
+// docs/semantics.md (read, "Segment fill") has the rules; docs/performance.md the figures.
+internal import CFuse
+import Envelope
+import Foundation
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Stores pages into the kernel's page cache from a thread of its own.
+///
+/// Never from a request handler: FUSE_NOTIFY_STORE locks each page it fills, and a page can
+/// be locked by a read the kernel has queued for a worker; a worker blocked there could wait
+/// on itself. This thread only waits for reads that free workers will answer.
+///
+/// Lease safety: every store happens under `lock` after checking `stopped`; `stop()` sets
+/// `stopped` under the same lock. A mount whose lease lapses stops the filler *before* it
+/// drops the kernel's caches, so no page stored before the drop survives it and none is
+/// stored after.
+final class PageCacheFiller: @unchecked Sendable {
+    struct Item: @unchecked Sendable {  // owns `bytes` (moved through the queue)
+        let ino: UInt64
+        let offset: Int64
+        let bytes: UnsafeMutableRawBufferPointer
+    }
+
+    private let session: OpaquePointer
+    private let logger: Logger
+    /// Queued items and their bytes; `stopped` ends the thread and refuses new items.
+    private let lock = Mutex<(items: [Item], bytes: Int, stopped: Bool)>(([], 0, false))
+    /// Held by the thread around each store (see the type's comment).
+    private let storeLock = NSLock()
+    private let wake = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+    /// Plaintext waiting to be stored is bounded: items past it are dropped (an optimization only).
+    let maxQueuedBytes: Int
+    let stored = Atomic<UInt64>(0)
+    let dropped = Atomic<UInt64>(0)
+
+    init(session: OpaquePointer, maxQueuedBytes: Int = 8 << 20, logger: Logger) {
+        self.session = session
+        self.maxQueuedBytes = maxQueuedBytes
+        self.logger = logger
+        let t = Thread { [self] in run() }
+        t.name = "cce4fs-fill"
+        t.start()
+    }
+
+    /// Queues a copy of `bytes` for `ino` at `offset` (page-aligned; the end is page-aligned
+    /// or the end of the file). Returns false if it was dropped.
+    @discardableResult
+    func enqueue(ino: UInt64, offset: Int64, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count > 0 else { return true }
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
+        copy.copyMemory(from: bytes)
+        let item = Item(ino: ino, offset: offset, bytes: copy)
+        let queued = lock.withLock { s -> Bool in
+            guard !s.stopped, s.bytes + bytes.count <= maxQueuedBytes else { return false }
+            s.items.append(item); s.bytes += bytes.count
+            return true
+        }
+        guard queued else {
+            Self.free(item)
+            dropped.add(1, ordering: .relaxed)
+            return false
+        }
+        wake.signal()
+        return true
+    }
+
+    /// Stops storing: drops what is queued, waits for a store in progress, ends the thread.
+    /// After it returns, no page is stored any more. Idempotent.
+    func stop() {
+        let (items, first) = lock.withLock { s -> ([Item], Bool) in
+            defer { s.items.removeAll(); s.bytes = 0; s.stopped = true }
+            return (s.items, !s.stopped)
+        }
+        items.forEach(Self.free)
+        // A store in progress finishes before this returns.
+        storeLock.lock(); storeLock.unlock()
+        if first { wake.signal(); done.wait() }
+    }
+
+    private static func free(_ item: Item) {
+        secureWipe(item.bytes)
+        item.bytes.deallocate()
+    }
+
+    private func run() {
+        while true {
+            wake.wait()
+            storeLock.lock()
+            let next = lock.withLock { s -> (Item?, Bool) in
+                if s.stopped { return (nil, true) }
+                guard !s.items.isEmpty else { return (nil, false) }
+                let item = s.items.removeFirst()
+                s.bytes -= item.bytes.count
+                return (item, false)
+            }
+            if let item = next.0 {
+                let rc = cce4_notify_store(session, fuse_ino_t(item.ino), off_t(item.offset), item.bytes.baseAddress, item.bytes.count)
+                storeLock.unlock()
+                Self.free(item)
+                // -ENOENT: the kernel forgot the inode meanwhile; nothing to fill.
+                if rc == 0 { stored.add(1, ordering: .relaxed) } else if rc != -ENOENT {
+                    logger.debug("page cache fill refused", metadata: ["errno": "\(-rc)"])
+                }
+            } else {
+                storeLock.unlock()
+                if next.1 { done.signal(); return }
+            }
+        }
+    }
+
+    deinit { stop() }
+}
+
+/// The page-aligned part of the segments a read of `range` decrypts, within the file:
+/// what a segment fill can add around the request. Nil when there is nothing to add.
+func segmentFillRange(_ range: Range<Int64>, fileSize: Int64, parameters p: StreamParameters, page: Int64 = 4096) -> Range<Int64>? {
+    let r = range.clamped(to: 0..<fileSize)
+    guard !r.isEmpty else { return nil }
+    let first = p.segmentIndex(plaintextOffset: r.lowerBound)
+    let last = p.segmentIndex(plaintextOffset: r.upperBound - 1)
+    let segStart = p.plaintextStart(segment: first)
+    let segEnd = min(fileSize, p.plaintextStart(segment: last + 1))
+    // Whole pages only: a partial page is stored only where the file ends.
+    let lo = (segStart + page - 1) / page * page
+    let hi = segEnd == fileSize ? fileSize : segEnd / page * page
+    let fill = min(lo, r.lowerBound)..<max(hi, r.upperBound)
+    return fill == r ? nil : fill
+}
