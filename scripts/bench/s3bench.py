@@ -79,7 +79,9 @@ def unmount(path: Path):
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.p = PROFILES["quick" if args.quick else "full"]
+        self.p = dict(PROFILES["quick" if args.quick else "full"])
+        if "walk" not in args.only:
+            self.p["n_small"] = 0  # no small files to make or upload
         self.runs = args.runs or self.p["runs"]
         self.work = Path(args.work)
         self.bin = Path(args.bin_dir)
@@ -156,7 +158,9 @@ class Bench:
         self.key = key
         t = time.time()
         self.roots = {}
-        for name, extra in [("parts", ["--part-size", str(8 * MiB)]), ("single", [])]:
+        layouts = [("parts", ["--part-size", str(8 * MiB)]), ("single", [])]
+        wanted = {"cce4fs-single": "single", "cce4fs": "parts"}
+        for name, extra in [l for l in layouts if l[0] in {wanted.get(c) for c in self.args.contenders}]:
             self.roots[name] = sh([str(self.bin / "cce4"), "dataset", "pack", str(self.src), "--store", f"s3://{BUCKET}/cce4-{name}",
                                    "--dataset", "bench", "--insecure-key-file", str(key), "-q"] + extra, env=self.env).stdout.strip()
         log(f"pack cce4 (parts and single): {time.time() - t:.0f} s")
@@ -219,19 +223,21 @@ class Bench:
             self.make_data()
             self.upload()
             results = {}
-            for who in self.args.contenders:
-                for wl in ("seqread", "walk"):
-                    if who == "cce4fs-single" and wl == "walk":
-                        continue  # same small-file layout as cce4fs
-                    vals = []
-                    for i in range(self.runs):
+            # Runs interleave the contenders (the order rotates each run), so a slow spell of
+            # this shared machine does not land on one contender's runs only.
+            order = list(self.args.contenders)
+            for i in range(self.runs):
+                for who in order[i % len(order):] + order[:i % len(order)]:
+                    for wl in self.args.only:
+                        if who == "cce4fs-single" and wl == "walk":
+                            continue  # same small-file layout as cce4fs
                         mnt = self.mount(who)  # a fresh mount per run: nothing cached
                         try:
-                            vals.append(getattr(self, wl)(mnt))
+                            v = getattr(self, wl)(mnt)
                         finally:
                             unmount(mnt)
-                        log(f"{who:14s} {wl:8s} run {i + 1}: {vals[-1]:.1f}")
-                    results.setdefault(who, {})[wl] = vals
+                        results.setdefault(who, {}).setdefault(wl, []).append(v)
+                        log(f"{who:14s} {wl:8s} run {i + 1}: {v:.1f}")
             return results
         finally:
             for m in self.mounts:
@@ -247,9 +253,14 @@ def main():
     ap.add_argument("--work", default="/tmp/cce4-s3bench")
     ap.add_argument("--bin-dir", default=str(REPO / ".build/release"))
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
+    ap.add_argument("--only", default="seqread,walk",
+                    help="workloads: seqread, walk (default: both; without walk no small files are made or uploaded)")
     ap.add_argument("--json")
     args = ap.parse_args()
     args.contenders = args.contenders.split(",")
+    args.only = args.only.split(",")
+    if not args.only or any(w not in ("seqread", "walk") for w in args.only):
+        sys.exit("s3bench: --only takes seqread, walk or both")
     if os.geteuid() != 0:
         sys.exit("s3bench: run as root (drop_caches, mounts)")
     b = Bench(args)
@@ -265,9 +276,9 @@ def main():
     print()
     for other in ("s3fs", "rclone", "rclone-crypt"):
         if other in med and "cce4fs" in med:
-            for wl in ("seqread", "walk"):
+            for wl in args.only:
                 print(f"cce4fs / {other:12s} {wl:8s} {med['cce4fs'][wl] / med[other][wl]:.2f}x")
-            if "cce4fs-single" in med:
+            if "cce4fs-single" in med and "seqread" in args.only:
                 print(f"cce4fs-single / {other:12s} seqread  {med['cce4fs-single']['seqread'] / med[other]['seqread']:.2f}x")
     out = Path(args.json or (Path(args.work) / "s3bench-results.json"))
     out.write_text(json.dumps({"profile": "quick" if args.quick else "full", "runs": b.runs, "results": res,
