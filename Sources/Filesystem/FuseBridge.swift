@@ -295,7 +295,7 @@ public final class FuseSession: @unchecked Sendable {
             let file = Unmanaged<DatasetFile>.fromOpaque(p).takeUnretainedValue()
             let tb = ThreadBuffer.current()
             let want = Int64(off)..<(Int64(off) + Int64(size))
-            // Segment fill: a read smaller than the segments it decrypts reads them whole,
+            // Segment fill: a read covering only part of the segments it decrypts reads them whole,
             // answers its own pages and hands the others to the filler (page-aligned
             // requests only, as the kernel's buffered reads are).
             if let filler = s.filler, off >= 0, off % 4096 == 0, size % 4096 == 0,

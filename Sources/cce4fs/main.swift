@@ -53,9 +53,9 @@ Options (-o, comma-separated; may be repeated):
   read_ahead_kb=N        the kernel's readahead window for this mount, in KiB (default: 1024,
                          so sequential reads arrive as 1 MiB requests; 0 keeps the kernel's
                          128); needs root (it is set through /sys/class/bdi)
-  segment_fill=0|1       a read smaller than the 16 KiB segments it decrypts also puts the
-                         rest of them into the page cache, so nearby reads need no round
-                         trip (default: 1)
+  segment_fill=0|1       a read that covers only part of the 16 KiB segments it decrypts
+                         also puts their other whole pages into the page cache, so nearby
+                         reads need no round trip (default: 1)
   attr_timeout=SECONDS   how long the kernel caches attributes and names (default: 86400;
                          the version never changes)
   log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
