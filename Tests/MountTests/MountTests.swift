@@ -367,15 +367,19 @@ struct MountTests {
         }
     }
 
-    @Test("a 100,000-file directory lists completely (ls -f)")
-    func hugeDirectory() throws {
-        // Source and store on tmpfs: 100,000 object writes with fsync stay fast.
+    @Test("a 100,000-file directory lists completely (ls -f)", arguments: StoreKind.allCases)
+    func hugeDirectory(_ kind: StoreKind) throws {
+        // Source and file:// store on tmpfs: 100,000 object writes with fsync stay fast.
         let disk = try Tmpfs(size: "2g")
         let tmp = disk.path
         let make = try shell("mkdir -p '\(tmp)/src/big' && cd '\(tmp)/src/big' && seq -f 'participant_%06g.json' 0 99999 | xargs touch")
         try #require(make.status == 0, "\(make.stderr)")
-        let root = try packWithCLI(source: tmp + "/src", store: "file://" + tmp + "/store", dataset: "huge", keyFile: tmp + "/k")
-        let m = try TestMount(store: "file://" + tmp + "/store", mountpoint: tmp + "/mnt", dataset: "huge", root: root, keyFile: tmp + "/k")
+        let server = kind == .s3 ? S3TestServer.shared : nil
+        let store = server?.freshURL("huge") ?? "file://" + tmp + "/store"
+        let root = try packWithCLI(source: tmp + "/src", store: store, dataset: "huge", keyFile: tmp + "/k",
+                                   extra: (server?.cliOptions ?? []) + (kind == .s3 ? ["--jobs", "16"] : []))
+        let m = try TestMount(store: store, mountpoint: tmp + "/mnt", dataset: "huge", root: root, keyFile: tmp + "/k",
+                              extra: server?.mountOptions ?? [])
         defer { m.unmount() }
         let ls = try shell("ls -f '\(m.path)/big' | wc -l")
         #expect(ls.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines) == "100002")
@@ -384,33 +388,102 @@ struct MountTests {
     }
 }
 
+/// Raw access to a store's objects, the way an attacker with write access to the bucket or
+/// directory has it: list, get and put bytes under the store root, for file:// (the files) and
+/// s3:// (boto3 against the test server, outside cce4's code).
+struct RawStore {
+    let kind: StoreKind
+    let url: String
+    let dir: TempDir
+
+    /// The store root: a directory (file://), or "bucket/prefix" (s3://).
+    var root: String { String(url.dropFirst(kind == .file ? 7 : 5)) }
+
+    private func s3(_ op: String, _ key: String = "", _ file: String = "") throws -> String {
+        let server = S3TestServer.shared
+        let script = """
+        import boto3, sys
+        op, bucket, prefix, key, path = sys.argv[1:6]
+        c = boto3.client("s3", endpoint_url=sys.argv[6], region_name=sys.argv[7], aws_access_key_id=sys.argv[8], aws_secret_access_key=sys.argv[9])
+        if op == "list":
+            for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" + key):
+                for o in page.get("Contents", []):
+                    print(o["Key"][len(prefix) + 1:])
+        elif op == "get":
+            open(path, "wb").write(c.get_object(Bucket=bucket, Key=prefix + "/" + key)["Body"].read())
+        else:
+            c.put_object(Bucket=bucket, Key=prefix + "/" + key, Body=open(path, "rb").read())
+        """
+        let (bucket, prefix) = root.split(separator: "/", maxSplits: 1).map(String.init).pair
+        let r = try run(Repo.python, ["-c", script, op, bucket, prefix, key, file, server.endpoint, server.region, server.accessKey, server.secretKey])
+        guard r.status == 0 else { throw TestFailure("s3 \(op) \(key): \(r.stderr)") }
+        return r.stdoutText
+    }
+
+    /// Keys (relative to the root) of the objects under `prefix`.
+    func list(_ prefix: String) throws -> [String] {
+        switch kind {
+        case .file:
+            return try FileManager.default.subpathsOfDirectory(atPath: root + "/" + prefix).map { prefix + $0 }
+        case .s3:
+            return try s3("list", prefix).split(separator: "\n").map(String.init)
+        }
+    }
+
+    func get(_ key: String) throws -> [UInt8] {
+        switch kind {
+        case .file: return try readFile(root + "/" + key)
+        case .s3:
+            let f = dir.sub("raw-get")
+            _ = try s3("get", key, f)
+            return try readFile(f)
+        }
+    }
+
+    func put(_ key: String, _ bytes: [UInt8]) throws {
+        switch kind {
+        case .file: try writeFile(root + "/" + key, bytes)
+        case .s3:
+            let f = dir.sub("raw-put")
+            try writeFile(f, bytes)
+            _ = try s3("put", key, f)
+        }
+    }
+}
+
+extension Array where Element == String {
+    /// The first two elements (the second empty if there is one only).
+    var pair: (String, String) { (self.first ?? "", self.count > 1 ? self[1] : "") }
+}
+
 @Suite("cce4fs under tampering", .serialized)
 struct MountTamperTests {
-    @Test("flipped bytes, swapped, truncated and rolled-back objects give EIO, never wrong bytes")
-    func tampering() throws {
+    @Test("flipped bytes, swapped, truncated and rolled-back objects give EIO, never wrong bytes", arguments: StoreKind.allCases)
+    func tampering(_ kind: StoreKind) throws {
         let dir = TempDir("cce4-tamper")
-        let src = dir.sub("src"), store = dir.sub("store"), key = dir.sub("k")
+        let src = dir.sub("src"), key = dir.sub("k")
+        let url = kind == .file ? "file://" + dir.sub("store") : S3TestServer.shared.freshURL("tamper")
+        let cliOptions = kind == .file ? [] : S3TestServer.shared.cliOptions
+        let raw = RawStore(kind: kind, url: url, dir: dir)
         var rng = SeededGenerator(seed: 3)
         for name in ["flip", "swap-a", "swap-b", "trunc", "rollback", "intact"] {
             try writeFile("\(src)/files/\(name).bin", rng.bytes(100_000))
         }
         try writeFile("\(src)/tamperdir/inside.txt", Array("inside".utf8))
-        let root1 = try packWithCLI(source: src, store: "file://" + store, dataset: "t", keyFile: key)
+        let root1 = try packWithCLI(source: src, store: url, dataset: "t", keyFile: key, extra: cliOptions)
         // Object keys are opaque by design; the test finds which object holds which path the
         // way an operator would: damage one object and ask verify --show-names what broke.
         func objects() throws -> Set<String> {
-            let all = try FileManager.default.subpathsOfDirectory(atPath: store + "/t/objects")
-            return Set(all.filter { $0.split(separator: "/").last?.count == 64 })
+            Set(try raw.list("t/objects/").filter { $0.split(separator: "/").last?.count == 64 })
         }
         let v1Objects = try objects()
         try writeFile("\(src)/files/rollback.bin", rng.bytes(100_000))
-        let root2 = try packWithCLI(source: src, store: "file://" + store, dataset: "t", keyFile: key)
+        let root2 = try packWithCLI(source: src, store: url, dataset: "t", keyFile: key, extra: cliOptions)
         func pathOf(object: String, root: String) throws -> String {
-            let full = store + "/t/objects/" + object
-            var b = try readFile(full); let original = b
-            b[b.count - 1] ^= 1; try writeFile(full, b)
-            defer { try? writeFile(full, original) }
-            let r = try run(Repo.binary("cce4"), ["dataset", "verify", "--store", "file://" + store, "--dataset", "t", "--root", root, "--insecure-key-file", key, "--show-names"])
+            var b = try raw.get(object); let original = b
+            b[b.count - 1] ^= 1; try raw.put(object, b)
+            defer { try? raw.put(object, original) }
+            let r = try run(Repo.binary("cce4"), ["dataset", "verify", "--store", url, "--dataset", "t", "--root", root, "--insecure-key-file", key, "--show-names"] + cliOptions)
             let line = r.stdoutText.split(separator: "\n").first { $0.hasPrefix("BAD") } ?? ""
             guard let open = line.lastIndex(of: "["), let close = line.lastIndex(of: "]") else { return "" }
             return String(line[line.index(after: open)..<close])
@@ -418,23 +491,24 @@ struct MountTamperTests {
         var objectFor = [String: String]()
         for o in try objects() {
             let p = try pathOf(object: o, root: root2)
-            if !p.isEmpty { objectFor[p] = store + "/t/objects/" + o }
+            if !p.isEmpty { objectFor[p] = o }
         }
         let rollbackV1 = try v1Objects.compactMap { o -> String? in
-            try pathOf(object: o, root: root1) == "/files/rollback.bin" ? store + "/t/objects/" + o : nil
+            try pathOf(object: o, root: root1) == "/files/rollback.bin" ? o : nil
         }.first
         guard let fFlip = objectFor["/files/flip.bin"], let fA = objectFor["/files/swap-a.bin"], let fB = objectFor["/files/swap-b.bin"],
               let fTrunc = objectFor["/files/trunc.bin"], let fRoll = objectFor["/files/rollback.bin"], let v1Roll = rollbackV1,
               let dirObj = objectFor["/tamperdir"] else {
             Issue.record("could not map objects: \(objectFor.keys.sorted())"); return
         }
-        var b = try readFile(fFlip); b[50_000] ^= 0x10; try writeFile(fFlip, b)
-        let a = try readFile(fA), bb = try readFile(fB); try writeFile(fA, bb); try writeFile(fB, a)
-        let t = try readFile(fTrunc); try writeFile(fTrunc, Array(t[0..<16384]))
-        try writeFile(fRoll, try readFile(v1Roll))
-        var d = try readFile(dirObj); d[d.count / 2] ^= 1; try writeFile(dirObj, d)
+        var b = try raw.get(fFlip); b[50_000] ^= 0x10; try raw.put(fFlip, b)
+        let a = try raw.get(fA), bb = try raw.get(fB); try raw.put(fA, bb); try raw.put(fB, a)
+        let t = try raw.get(fTrunc); try raw.put(fTrunc, Array(t[0..<16384]))
+        try raw.put(fRoll, try raw.get(v1Roll))
+        var d = try raw.get(dirObj); d[d.count / 2] ^= 1; try raw.put(dirObj, d)
 
-        let m = try TestMount(store: "file://" + store, mountpoint: dir.sub("mnt"), dataset: "t", root: root2, keyFile: key)
+        let m = try TestMount(store: url, mountpoint: dir.sub("mnt"), dataset: "t", root: root2, keyFile: key,
+                              extra: kind == .file ? [] : S3TestServer.shared.mountOptions)
         defer { m.unmount() }
         let expected = try readFile("\(src)/files/intact.bin")
         #expect(try readFile(m.path + "/files/intact.bin") == expected, "untouched files still read")
