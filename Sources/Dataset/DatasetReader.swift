@@ -20,10 +20,14 @@ public final class DatasetReader: Sendable {
     private let directories = Mutex<(listings: [SHA256Digest: DirectoryListing], bytes: Int)>(([:], 0))
     /// Memory budget for decoded directory listings (the root's is always kept).
     public let directoryCacheBytes: Int
+    /// Called before a directory object is fetched from the store (a cache miss): cce4fs's
+    /// request loop hands its reading of requests to another thread there.
+    private let willFetch: (@Sendable () -> Void)?
 
     public init(store: any ObjectStore, datasetID: String, root: SHA256Digest, key: SecureBytes,
-                directoryCacheBytes: Int = 64 << 20) throws {
+                directoryCacheBytes: Int = 64 << 20, willFetch: (@Sendable () -> Void)? = nil) throws {
         self.store = store
+        self.willFetch = willFetch
         self.layout = try DatasetLayout(datasetID: datasetID)
         self.root = root
         self.key = key
@@ -42,6 +46,7 @@ public final class DatasetReader: Sendable {
 
     func directory(_ hash: SHA256Digest, expectedSize: Int64?) throws -> DirectoryListing {
         if let d = directories.withLock({ $0.listings[hash] }) { return d }
+        willFetch?()
         let objectKey: ObjectKey
         do { objectKey = try layout.directoryKey(hash) } catch { throw DatasetError.wrap(error, object: nil) }
         let listing: DirectoryListing

@@ -5,6 +5,7 @@ import Dataset
 import Envelope
 import Foundation
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -140,8 +141,15 @@ public final class FuseSession: @unchecked Sendable {
     /// Whether small reads fill the rest of their segments into the page cache (`-o
     /// segment_fill`); set before `mount`.
     public var segmentFill = true
-    /// The segment filler, while mounted with segment fill on.
+    /// Open fill: files of at most this many bytes are decrypted whole when opened with no
+    /// other handle open, and put into the page cache before the OPEN reply, so reading them
+    /// costs no READ round trip (`-o open_fill`; 0 turns it off); set before `mount`.
+    public var openFillMax = 128 << 10
+    /// The page filler (segment and open fill), while mounted with either on.
     private(set) var filler: PageCacheFiller?
+    /// Open handles per inode, and the inodes whose pages open fill has stored (not stored
+    /// again while the kernel keeps the inode: later opens find the pages cached).
+    private let openFill = Mutex<(open: [UInt64: Int], filled: Set<UInt64>)>(([:], []))
     private var mounted = false
     /// Signalled when FUSE INIT has been handled (its reply follows at once).
     public let initialized = DispatchSemaphore(value: 0)
@@ -168,12 +176,25 @@ public final class FuseSession: @unchecked Sendable {
             throw FSError(EIO, "cannot mount at \(mountpoint) (is it an existing, empty directory? is /dev/fuse there? run as root or install fuse3)")
         }
         mounted = true
-        if segmentFill { filler = PageCacheFiller(session: se, logger: logger) }
+        if segmentFill || openFillMax > 0 { filler = PageCacheFiller(session: se, logger: logger) }
     }
+
+    /// How long, in microseconds, a worker keeps polling /dev/fuse after a request before it
+    /// sleeps (`-o spin`; 0: libfuse's own loop); set before `run`.
+    public var spinMicroseconds = 0
+
+    /// For a handler about to block on the store: the request loop lets another worker read
+    /// requests meanwhile (a no-op outside cce4fs's own loop).
+    public static func willBlock() { cce4_loop_handoff() }
 
     /// Serves requests on up to `threads` worker threads until unmounted or signalled.
     public func run(threads: Int) -> Int32 {
         guard let se = session else { return -1 }
+        if spinMicroseconds > 0 {
+            let rc = cce4_fuse_loop_spin(se, UInt32(threads), UInt32(spinMicroseconds))
+            if rc != 0 { logger.error("reading /dev/fuse failed", metadata: ["errno": "\(-rc)"]) }
+            return rc
+        }
         return cce4_fuse_loop_mt(se, UInt32(threads), UInt32(max(1, threads / 2)), 0)
     }
 
@@ -202,6 +223,42 @@ public final class FuseSession: @unchecked Sendable {
     }
 
     deinit { close() }
+
+    /// A handle of `ino` was opened: the first one of a small file fills its pages (before
+    /// the OPEN reply). A failed read is left for the READ that follows to report.
+    func opened(_ ino: UInt64, _ file: DatasetFile) {
+        guard openFillMax > 0 else { return }
+        let first = openFill.withLock { s -> Bool in
+            let n = s.open[ino, default: 0]
+            s.open[ino] = n + 1
+            return n == 0 && !s.filled.contains(ino)
+        }
+        guard first, let filler, file.size > 0, file.size <= Int64(openFillMax) else { return }
+        let tb = ThreadBuffer.current()
+        let buf = tb.reply.ensure(Int(file.size))
+        do {
+            let n = try fs.read(file, offset: 0, into: buf) { need in tb.cipher.ensure(need) }
+            guard Int64(n) == file.size,
+                  filler.storeNow(ino: ino, offset: 0, UnsafeRawBufferPointer(rebasing: buf[0..<n])) else { return }
+            _ = openFill.withLock { $0.filled.insert(ino) }
+        } catch {
+            logger.debug("open fill skipped", metadata: ["errno": "\(error.errno)"])
+        }
+    }
+
+    /// A handle of `ino` was released (or its OPEN reply never reached the kernel).
+    func released(_ ino: UInt64) {
+        guard openFillMax > 0 else { return }
+        openFill.withLock { s in
+            if let n = s.open[ino], n > 1 { s.open[ino] = n - 1 } else { s.open[ino] = nil }
+        }
+    }
+
+    /// The kernel forgot `ino` (its page cache may be gone with it): a later open fills again.
+    func forgot(_ ino: UInt64) {
+        guard openFillMax > 0 else { return }
+        _ = openFill.withLock { $0.filled.remove(ino) }
+    }
 
     // MARK: request plumbing
 
@@ -255,12 +312,14 @@ public final class FuseSession: @unchecked Sendable {
             }
         }
         ops.forget = { req, ino, n in
-            FuseSession.bridge(req).fs.forget(ino, count: n)
+            let s = FuseSession.bridge(req)
+            s.fs.forget(ino, count: n)
+            s.forgot(ino)
             Request(req!).none()
         }
         ops.forget_multi = { req, count, forgets in
             let s = FuseSession.bridge(req)
-            for i in 0..<count { if let f = forgets?[i] { s.fs.forget(f.ino, count: f.nlookup) } }
+            for i in 0..<count { if let f = forgets?[i] { s.fs.forget(f.ino, count: f.nlookup); s.forgot(f.ino) } }
             Request(req!).none()
         }
         ops.getattr = { req, ino, _ in
@@ -277,6 +336,7 @@ public final class FuseSession: @unchecked Sendable {
             do { let t = try s.fs.readlink(ino); r.readlink(t) } catch { s.fail(r, error, "readlink") }
         }
         ops.open = { req, ino, fi in
+            cce4_loop_handoff()  // reads the file's header (and, with open fill, all of it)
             let s = FuseSession.bridge(req), r = Request(req!)
             guard let fi else { r.error(EIO); return }
             do {
@@ -285,11 +345,13 @@ public final class FuseSession: @unchecked Sendable {
                 fi.pointee.fh = UInt64(UInt(bitPattern: handle.toOpaque()))
                 // The snapshot never changes: keep cached pages across opens.
                 cce4_fi_set_keep_cache(fi, 1)
+                s.opened(ino, file)
                 // If the reply did not reach the kernel, no RELEASE will come: drop it here.
-                if r.open(fi) != 0 { handle.release() }
+                if r.open(fi) != 0 { handle.release(); s.released(ino) }
             } catch { s.fail(r, error, "open") }
         }
         ops.read = { req, ino, size, off, fi in
+            cce4_loop_handoff()  // fetches and decrypts segments
             let s = FuseSession.bridge(req), r = Request(req!)
             guard let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { r.error(EBADF); return }
             let file = Unmanaged<DatasetFile>.fromOpaque(p).takeUnretainedValue()
@@ -298,7 +360,7 @@ public final class FuseSession: @unchecked Sendable {
             // Segment fill: a read covering only part of the segments it decrypts reads them whole,
             // answers its own pages and hands the others to the filler (page-aligned
             // requests only, as the kernel's buffered reads are).
-            if let filler = s.filler, off >= 0, off % 4096 == 0, size % 4096 == 0,
+            if s.segmentFill, let filler = s.filler, off >= 0, off % 4096 == 0, size % 4096 == 0,
                let fill = segmentFillRange(want, fileSize: file.size, parameters: file.parameters) {
                 let buf = tb.reply.ensure(fill.count)
                 do {
@@ -317,10 +379,12 @@ public final class FuseSession: @unchecked Sendable {
                 r.buffer(buf.baseAddress, n)
             } catch { s.fail(r, error, "read") }
         }
-        ops.release = { req, _, fi in
+        ops.release = { req, ino, fi in
             if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) {
                 let handle = Unmanaged<DatasetFile>.fromOpaque(p)
-                FuseSession.bridge(req).fs.release(handle.takeUnretainedValue())
+                let s = FuseSession.bridge(req)
+                s.fs.release(handle.takeUnretainedValue())
+                s.released(ino)
                 handle.release()
             }
             Request(req!).ok()

@@ -12,14 +12,17 @@ import Synchronization
 import Glibc
 #endif
 
-/// Stores pages into the kernel's page cache from a thread of its own.
+/// Stores pages into the kernel's page cache, from a thread of its own (segment fill) or,
+/// for open fill, from an OPEN handler.
 ///
-/// Never from a request handler: FUSE_NOTIFY_STORE locks each page it fills, and a page can
-/// be locked by a read the kernel has queued for a worker; a worker blocked there could wait
-/// on itself. This thread only waits for reads that free workers will answer.
+/// Not from a READ handler: FUSE_NOTIFY_STORE locks each page it fills, and a page can be
+/// locked by a read the kernel has queued for a worker; a worker blocked there could wait on
+/// itself. The filler thread only waits for reads that free workers will answer; an OPEN of
+/// an inode that no handle has open (the only case open fill stores) has no read in flight.
 ///
-/// Lease safety: every store happens under `lock` after checking `stopped`; `stop()` sets
-/// `stopped` under the same lock. A mount whose lease lapses stops the filler *before* it
+/// Lease safety: every store happens under the read side of `storeLock` after checking
+/// `stopped`; `stop()` sets `stopped`, then takes the write side, so it returns only after
+/// every store in progress is done. A mount whose lease lapses stops the filler *before* it
 /// drops the kernel's caches, so no page stored before the drop survives it and none is
 /// stored after.
 final class PageCacheFiller: @unchecked Sendable {
@@ -33,8 +36,14 @@ final class PageCacheFiller: @unchecked Sendable {
     private let logger: Logger
     /// Queued items and their bytes; `stopped` ends the thread and refuses new items.
     private let lock = Mutex<(items: [Item], bytes: Int, stopped: Bool)>(([], 0, false))
-    /// Held by the thread around each store (see the type's comment).
-    private let storeLock = NSLock()
+    /// Read-held around each store, write-taken by `stop()` (see the type's comment). glibc's
+    /// default rwlock prefers readers: a waiting `stop()` never blocks a store that a READ
+    /// handler's reply would let finish.
+    private let storeLock: UnsafeMutablePointer<pthread_rwlock_t> = {
+        let p = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+        pthread_rwlock_init(p, nil)
+        return p
+    }()
     private let wake = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
     /// Plaintext waiting to be stored is bounded: items past it are dropped (an optimization only).
@@ -81,9 +90,22 @@ final class PageCacheFiller: @unchecked Sendable {
             return (s.items, !s.stopped)
         }
         items.forEach(Self.free)
-        // A store in progress finishes before this returns.
-        storeLock.lock(); storeLock.unlock()
+        // Every store in progress finishes before this returns.
+        pthread_rwlock_wrlock(storeLock); pthread_rwlock_unlock(storeLock)
         if first { wake.signal(); done.wait() }
+    }
+
+    /// Open fill: stores `bytes` for `ino` at `offset` now, on the calling thread. Only for an
+    /// inode no open handle reads (see the type's comment). False if stopped or refused.
+    func storeNow(ino: UInt64, offset: Int64, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        pthread_rwlock_rdlock(storeLock)
+        defer { pthread_rwlock_unlock(storeLock) }
+        guard !lock.withLock({ $0.stopped }) else { return false }
+        let rc = cce4_notify_store(session, fuse_ino_t(ino), off_t(offset), bytes.baseAddress, bytes.count)
+        if rc == 0 { stored.add(1, ordering: .relaxed) } else if rc != -ENOENT {
+            logger.debug("page cache fill refused", metadata: ["errno": "\(-rc)"])
+        }
+        return rc == 0
     }
 
     private static func free(_ item: Item) {
@@ -94,7 +116,7 @@ final class PageCacheFiller: @unchecked Sendable {
     private func run() {
         while true {
             wake.wait()
-            storeLock.lock()
+            pthread_rwlock_rdlock(storeLock)
             let next = lock.withLock { s -> (Item?, Bool) in
                 if s.stopped { return (nil, true) }
                 guard !s.items.isEmpty else { return (nil, false) }
@@ -104,20 +126,24 @@ final class PageCacheFiller: @unchecked Sendable {
             }
             if let item = next.0 {
                 let rc = cce4_notify_store(session, fuse_ino_t(item.ino), off_t(item.offset), item.bytes.baseAddress, item.bytes.count)
-                storeLock.unlock()
+                pthread_rwlock_unlock(storeLock)
                 Self.free(item)
                 // -ENOENT: the kernel forgot the inode meanwhile; nothing to fill.
                 if rc == 0 { stored.add(1, ordering: .relaxed) } else if rc != -ENOENT {
                     logger.debug("page cache fill refused", metadata: ["errno": "\(-rc)"])
                 }
             } else {
-                storeLock.unlock()
+                pthread_rwlock_unlock(storeLock)
                 if next.1 { done.signal(); return }
             }
         }
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        pthread_rwlock_destroy(storeLock)
+        storeLock.deallocate()
+    }
 }
 
 /// The page-aligned part of the segments a read of `range` decrypts, within the file:

@@ -267,24 +267,55 @@ struct MountTests {
             m.unmount()
         }
 
-        let mnt = fx.dir.sub("m-fg")
-        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Repo.binary("cce4fs"))
-        p.arguments = [fx.store, mnt, "-f", "-o", (["dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"] + fx.storeOptions).joined(separator: ",")]
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        defer { _ = try? run("/bin/umount", ["-l", mnt]) }
-        var live = false
-        for _ in 0..<100 where !live {
-            usleep(50_000)
-            live = (try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " ")
+        // libfuse's loop and cce4fs's own (spin=).
+        for loop in [[], ["spin=50"]] {
+            let mnt = fx.dir.sub("m-fg")
+            try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Repo.binary("cce4fs"))
+            p.arguments = [fx.store, mnt, "-f", "-o", (["dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"] + fx.storeOptions + loop).joined(separator: ",")]
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            defer { _ = try? run("/bin/umount", ["-l", mnt]) }
+            var live = false
+            for _ in 0..<100 where !live {
+                usleep(50_000)
+                live = (try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " ")
+            }
+            #expect(live)
+            #expect(try run("/bin/ls", [mnt + "/sizes"]).stdoutText.contains("many.bin"))
+            p.terminate()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "\(loop)")
+            #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " "))
         }
-        #expect(live)
-        p.terminate()
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0)
-        #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " "))
+    }
+
+    @Test("spin=: cce4fs's own request loop serves 8 parallel readers and a stat walk with the source's bytes, and unmounts",
+          arguments: StoreKind.allCases)
+    func spinLoop(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
+        let m = try fx.mount("m-spin", extra: ["spin=50", "threads=4"])
+        defer { m.unmount() }
+        // More readers than workers: handlers that hand off while others wait must not stall.
+        let r = try run(Repo.python, ["-c", """
+            import hashlib, os, sys
+            from concurrent.futures import ThreadPoolExecutor
+            src, mnt, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+            def same(n):
+                a = open(os.path.join(src, n), "rb").read()
+                with open(os.path.join(mnt, n), "rb") as f:
+                    b = b"".join(iter(lambda: f.read(7919), b""))
+                return a == b and os.stat(os.path.join(mnt, n)).st_size == len(a)
+            with ThreadPoolExecutor(8) as ex:
+                ok = list(ex.map(same, names))
+            walked = sum(len(fs) for _, _, fs in os.walk(os.path.join(mnt, "cohort")))
+            print(sum(ok), len(ok), walked)
+            """, fx.src, m.path] + fx.tree.files.filter { !$0.hasPrefix("large/") })
+        let n = fx.tree.files.count - 1
+        #expect(r.status == 0 && r.stdoutText == "\(n) \(n) 1000\n", "\(r.stdoutText) \(r.stderr)")
+        let u = try run("/bin/fusermount3", ["-u", m.path])
+        #expect(u.status == 0, "\(u.stderr)")
     }
 
     @Test("a bad option, a wrong key, a missing store, an unknown root: one line, non-zero, nothing mounted", arguments: StoreKind.allCases)
@@ -365,6 +396,33 @@ struct MountTests {
             let (t, e3) = preadAll(m.path + "/" + f, lastPage - 3 * 4096, size - lastPage + 3 * 4096)
             #expect(e3 == 0 && bytesEqual(c, t))
         }
+    }
+
+    @Test("open fill: opening a small file puts all of it into the page cache before open returns, with the source's bytes; larger files and open_fill=0 do not",
+          arguments: StoreKind.allCases)
+    func openFill(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
+        for fill in [true, false] {
+            let m = try fx.mount(fill ? "m-ofill" : "m-noofill", extra: fill ? [] : ["open_fill=0"])
+            defer { m.unmount() }
+            // 32,696 bytes: 7 whole pages and a partial last one.
+            let f = "sizes/two-seg.bin"
+            let fd = open(m.path + "/" + f, O_RDONLY)
+            try #require(fd >= 0)
+            defer { close(fd) }
+            let pages = Self.resident(fd, pages: 8)
+            #expect(pages == Array(repeating: fill, count: 8), "\(fill ? "fill" : "no fill"): resident pages \(pages)")
+            let (a, _) = preadAll(fx.src + "/" + f, 0, 40_000), (b, e) = preadAll(m.path + "/" + f, 0, 40_000)
+            #expect(e == 0 && a.count == 32_696 && bytesEqual(a, b))
+            // Above the limit (128K by default): nothing before the first read.
+            let big = open(m.path + "/sizes/many.bin", O_RDONLY)
+            try #require(big >= 0)
+            defer { close(big) }
+            #expect(Self.resident(big, pages: 32) == Array(repeating: false, count: 32))
+        }
+        // The option is checked.
+        let bad = try run(Repo.binary("cce4fs"), [fx.store, fx.dir.sub("m-ofill"), "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),open_fill=2M"])
+        #expect(bad.status == 64 && bad.stderr.contains("open_fill must be a size of at most 1M"), "\(bad.stderr)")
     }
 
     @Test("a 100,000-file directory lists completely (ls -f)", arguments: StoreKind.allCases)

@@ -24,6 +24,19 @@ struct fuse_session *cce4_fuse_session_new(int argc, char **argv,
 /// kept idle, and one /dev/fuse fd per thread when `clone_fd` is set.
 int cce4_fuse_loop_mt(struct fuse_session *se, unsigned max_threads, unsigned max_idle, int clone_fd);
 
+/// cce4fs's own request loop (docs/performance.md, "The request loop"): leader/follower over
+/// `threads` workers. Only the leader reads /dev/fuse (non-blocking), answering requests
+/// itself until a handler calls cce4_loop_handoff before it blocks; then an idle worker leads.
+/// After a request the leader keeps polling the device for `spin_us` microseconds before it
+/// sleeps. Ends when the session exits (unmount, fuse_session_exit, a stop signal: SIGINT,
+/// SIGTERM and SIGHUP reach the calling thread only). Returns 0, or -errno when reading the
+/// device failed.
+int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin_us);
+
+/// Called by a request handler before it may block (store I/O): if this thread leads the
+/// cce4_fuse_loop_spin loop, another worker takes over reading requests. A no-op otherwise.
+void cce4_loop_handoff(void);
+
 /// Bitfields of struct fuse_file_info.
 void cce4_fi_set_keep_cache(struct fuse_file_info *fi, int on);
 void cce4_fi_set_direct_io(struct fuse_file_info *fi, int on);
