@@ -423,6 +423,8 @@ struct MountTests {
         // The option is checked.
         let bad = try run(Repo.binary("cce4fs"), [fx.store, fx.dir.sub("m-ofill"), "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),open_fill=2M"])
         #expect(bad.status == 64 && bad.stderr.contains("open_fill must be a size of at most 1M"), "\(bad.stderr)")
+        let badSpin = try run(Repo.binary("cce4fs"), [fx.store, fx.dir.sub("m-ofill"), "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),spin=20000"])
+        #expect(badSpin.status == 64 && badSpin.stderr.contains("spin must be 0...10000"), "\(badSpin.stderr)")
     }
 
     @Test("a 100,000-file directory lists completely (ls -f)", arguments: StoreKind.allCases)
