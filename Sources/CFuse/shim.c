@@ -1,4 +1,5 @@
 // cce4long: libfuse3 shim. See include/cce4_fuse.h for why each function exists.
+#define _GNU_SOURCE  // ppoll
 #include "cce4_fuse.h"
 
 #include <errno.h>
@@ -6,7 +7,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -154,23 +154,25 @@ int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin
     int rc = -ENOMEM;
     if (tids != NULL) {
         // Workers block the stop signals: they reach this thread, which waits for them (or
-        // for the loop's end) in poll and then ends the loop for all.
+        // for the loop's end) in ppoll and then ends the loop for all. The signals stay
+        // blocked here outside ppoll, which unblocks them atomically: one that comes between
+        // the check of fuse_session_exited and the wait interrupts the wait.
         sigset_t stop, old;
         sigemptyset(&stop);
         sigaddset(&stop, SIGINT); sigaddset(&stop, SIGTERM); sigaddset(&stop, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &stop, &old);
+        sigset_t waiting = old;
+        sigdelset(&waiting, SIGINT); sigdelset(&waiting, SIGTERM); sigdelset(&waiting, SIGHUP);
         unsigned started = 0;
         for (; started < threads; started++) {
             if (pthread_create(&tids[started], NULL, lf_worker, &l) != 0) break;
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (started == 0) {
             rc = -EAGAIN;
         } else {
             struct pollfd p = { .fd = l.stop_fd, .events = POLLIN };
             while (!fuse_session_exited(se)) {
-                int n = poll(&p, 1, 1000);
-                if (n > 0) break;
+                if (ppoll(&p, 1, NULL, &waiting) > 0) break;
             }
             pthread_mutex_lock(&l.m);
             lf_finish(&l, 0);
@@ -178,6 +180,7 @@ int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin
             for (unsigned i = 0; i < started; i++) pthread_join(tids[i], NULL);
             rc = l.error;
         }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         free(tids);
     }
     pthread_cond_destroy(&l.c);

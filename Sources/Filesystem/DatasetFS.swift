@@ -263,8 +263,10 @@ public final class DatasetFS: Sendable {
         _ = try directory(ino)
     }
 
-    /// read: decrypts straight into `buffer`; returns the bytes written (0 at the end).
-    public func read(_ file: DatasetFile, offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
+    /// read: decrypts straight into `buffer`; returns the bytes written (0 at the end). The
+    /// access log counts them as served unless `accounted` is false (then `served` does,
+    /// once they have left the process).
+    public func read(_ file: DatasetFile, offset: Int64, into buffer: UnsafeMutableRawBufferPointer, accounted: Bool = true,
                      scratch: ((Int) -> UnsafeMutableRawBufferPointer)? = nil) throws(FSError) -> Int {
         try gate?.check()
         guard offset >= 0 else { throw FSError(EINVAL, "negative offset") }
@@ -272,8 +274,13 @@ public final class DatasetFS: Sendable {
         guard !end.overflow else { throw FSError(EINVAL, "offset overflow") }
         let n: Int
         do { n = try file.read(offset..<end.partialValue, into: buffer, scratch: scratch) } catch { throw FSError.from(error) }
-        if accessLog != nil, n > 0 { file.bytesServed.add(UInt64(n), ordering: .relaxed) }
+        if accounted { served(file, bytes: n) }
         return n
+    }
+
+    /// Counts `bytes` of `file` as served (sent to the kernel) in the access log.
+    public func served(_ file: DatasetFile, bytes n: Int) {
+        if accessLog != nil, n > 0 { file.bytesServed.add(UInt64(n), ordering: .relaxed) }
     }
 
     /// release: the kernel closed the handle (ends its access-log entry).

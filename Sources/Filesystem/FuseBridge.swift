@@ -5,7 +5,6 @@ import Dataset
 import Envelope
 import Foundation
 import Logging
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -147,9 +146,11 @@ public final class FuseSession: @unchecked Sendable {
     public var openFillMax = 128 << 10
     /// The page filler (segment and open fill), while mounted with either on.
     private(set) var filler: PageCacheFiller?
-    /// Open handles per inode, and the inodes whose pages open fill has stored (not stored
-    /// again while the kernel keeps the inode: later opens find the pages cached).
-    private let openFill = Mutex<(open: [UInt64: Int], filled: Set<UInt64>)>(([:], []))
+    /// Open handles per inode; the inodes whose pages open fill has stored (not stored again
+    /// until the kernel forgets the inode: later opens find the pages cached); the inodes
+    /// being filled now. Under `fillCondition`.
+    private var fillState = (open: [UInt64: Int](), filled: Set<UInt64>(), filling: Set<UInt64>())
+    private let fillCondition = NSCondition()
     private var mounted = false
     /// Signalled when FUSE INIT has been handled (its reply follows at once).
     public let initialized = DispatchSemaphore(value: 0)
@@ -192,7 +193,7 @@ public final class FuseSession: @unchecked Sendable {
         guard let se = session else { return -1 }
         if spinMicroseconds > 0 {
             let rc = cce4_fuse_loop_spin(se, UInt32(threads), UInt32(spinMicroseconds))
-            if rc != 0 { logger.error("reading /dev/fuse failed", metadata: ["errno": "\(-rc)"]) }
+            if rc != 0 { logger.error("the request loop failed", metadata: ["errno": "\(-rc)"]) }
             return rc
         }
         return cce4_fuse_loop_mt(se, UInt32(threads), UInt32(max(1, threads / 2)), 0)
@@ -226,38 +227,54 @@ public final class FuseSession: @unchecked Sendable {
 
     /// A handle of `ino` was opened: the first one of a small file fills its pages (before
     /// the OPEN reply). A failed read is left for the READ that follows to report.
+    ///
+    /// While a fill of `ino` runs, no handle of it exists in the kernel: a concurrent OPEN of
+    /// the same inode waits here until the fill ends, so no READ can lock a page the store
+    /// is about to fill (see PageCacheFiller).
     func opened(_ ino: UInt64, _ file: DatasetFile) {
         guard openFillMax > 0 else { return }
-        let first = openFill.withLock { s -> Bool in
-            let n = s.open[ino, default: 0]
-            s.open[ino] = n + 1
-            return n == 0 && !s.filled.contains(ino)
-        }
-        guard first, let filler, file.size > 0, file.size <= Int64(openFillMax) else { return }
+        let eligible = filler != nil && file.size > 0 && file.size <= Int64(openFillMax)
+        fillCondition.lock()
+        while fillState.filling.contains(ino) { fillCondition.wait() }
+        let n = fillState.open[ino, default: 0]
+        fillState.open[ino] = n + 1
+        let first = eligible && n == 0 && !fillState.filled.contains(ino)
+        if first { fillState.filling.insert(ino) }
+        fillCondition.unlock()
+        guard first, let filler else { return }
+        var stored = false
         let tb = ThreadBuffer.current()
         let buf = tb.reply.ensure(Int(file.size))
         do {
-            let n = try fs.read(file, offset: 0, into: buf) { need in tb.cipher.ensure(need) }
-            guard Int64(n) == file.size,
-                  filler.storeNow(ino: ino, offset: 0, UnsafeRawBufferPointer(rebasing: buf[0..<n])) else { return }
-            _ = openFill.withLock { $0.filled.insert(ino) }
+            let n = try fs.read(file, offset: 0, into: buf, accounted: false) { need in tb.cipher.ensure(need) }
+            if Int64(n) == file.size, filler.storeNow(ino: ino, offset: 0, UnsafeRawBufferPointer(rebasing: buf[0..<n])) {
+                stored = true
+                fs.served(file, bytes: n)
+            }
         } catch {
             logger.debug("open fill skipped", metadata: ["errno": "\(error.errno)"])
         }
+        fillCondition.lock()
+        fillState.filling.remove(ino)
+        if stored { fillState.filled.insert(ino) }
+        fillCondition.broadcast()
+        fillCondition.unlock()
     }
 
     /// A handle of `ino` was released (or its OPEN reply never reached the kernel).
     func released(_ ino: UInt64) {
         guard openFillMax > 0 else { return }
-        openFill.withLock { s in
-            if let n = s.open[ino], n > 1 { s.open[ino] = n - 1 } else { s.open[ino] = nil }
-        }
+        fillCondition.lock()
+        if let n = fillState.open[ino], n > 1 { fillState.open[ino] = n - 1 } else { fillState.open[ino] = nil }
+        fillCondition.unlock()
     }
 
     /// The kernel forgot `ino` (its page cache may be gone with it): a later open fills again.
     func forgot(_ ino: UInt64) {
         guard openFillMax > 0 else { return }
-        _ = openFill.withLock { $0.filled.remove(ino) }
+        fillCondition.lock()
+        fillState.filled.remove(ino)
+        fillCondition.unlock()
     }
 
     // MARK: request plumbing
@@ -347,7 +364,7 @@ public final class FuseSession: @unchecked Sendable {
                 cce4_fi_set_keep_cache(fi, 1)
                 s.opened(ino, file)
                 // If the reply did not reach the kernel, no RELEASE will come: drop it here.
-                if r.open(fi) != 0 { handle.release(); s.released(ino) }
+                if r.open(fi) != 0 { s.fs.release(file); s.released(ino); handle.release() }
             } catch { s.fail(r, error, "open") }
         }
         ops.read = { req, ino, size, off, fi in

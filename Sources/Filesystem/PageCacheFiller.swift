@@ -17,8 +17,9 @@ import Glibc
 ///
 /// Not from a READ handler: FUSE_NOTIFY_STORE locks each page it fills, and a page can be
 /// locked by a read the kernel has queued for a worker; a worker blocked there could wait on
-/// itself. The filler thread only waits for reads that free workers will answer; an OPEN of
-/// an inode that no handle has open (the only case open fill stores) has no read in flight.
+/// itself. The filler thread only waits for reads that free workers will answer; open fill
+/// stores only while no handle of the inode exists in the kernel (none was open, and a
+/// concurrent OPEN of it waits for the fill before it replies), so no read is in flight.
 ///
 /// Lease safety: every store happens under the read side of `storeLock` after checking
 /// `stopped`; `stop()` sets `stopped`, then takes the write side, so it returns only after

@@ -492,5 +492,5 @@ session.close()
 logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)"])
 plane?.finish()
 // The loop returns 0 after umount, the signal number after SIGINT/SIGTERM/SIGHUP (a clean
-// unmount too), and a negative errno on failure.
+// unmount too; cce4fs's own loop, spin=, returns 0 then), and a negative errno on failure.
 exit(rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP ? 0 : 1)

@@ -419,6 +419,20 @@ struct MountTests {
             try #require(big >= 0)
             defer { close(big) }
             #expect(Self.resident(big, pages: 32) == Array(repeating: false, count: 32))
+            // Concurrent opens of files being filled (an OPEN waits for a fill of its inode):
+            // 4 readers per file at once, each gets the source's bytes.
+            let cohort = fx.tree.files.filter { $0.hasPrefix("cohort/") }.prefix(200)
+            let r = try run(Repo.python, ["-c", """
+                import os, sys
+                from concurrent.futures import ThreadPoolExecutor
+                src, mnt, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+                def same(n):
+                    return open(os.path.join(src, n), "rb").read() == open(os.path.join(mnt, n), "rb").read()
+                with ThreadPoolExecutor(8) as ex:
+                    ok = list(ex.map(same, [n for n in names for _ in range(4)]))
+                print(sum(ok), len(ok))
+                """, fx.src, m.path] + cohort)
+            #expect(r.status == 0 && r.stdoutText == "800 800\n", "\(r.stdoutText) \(r.stderr)")
         }
         // The option is checked.
         let bad = try run(Repo.binary("cce4fs"), [fx.store, fx.dir.sub("m-ofill"), "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),open_fill=2M"])

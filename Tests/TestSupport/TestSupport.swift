@@ -119,6 +119,24 @@ public func writeFile(_ path: String, _ bytes: [UInt8]) throws {
 
 public func readFile(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
 
+/// A differential check of a fast key validator against a plain reference, over `count`
+/// seeded random strings of 0...`maxLength` characters of `alphabet`: the first string on
+/// which they disagree (nil if none) and how many the validator accepted.
+public func differentialKeyCheck(alphabet: String, maxLength: Int, seed: UInt64, count: Int = 200_000,
+                                 _ check: (String) -> Bool, reference: (String) -> Bool) -> (mismatch: String?, accepted: Int) {
+    let letters = Array(alphabet.utf8)
+    var rng = SeededGenerator(seed: seed)
+    var accepted = 0
+    for _ in 0..<count {
+        let n = Int.random(in: 0...maxLength, using: &rng)
+        let key = String(decoding: (0..<n).map { _ in letters[Int.random(in: 0..<letters.count, using: &rng)] }, as: UTF8.self)
+        let got = check(key)
+        if got != reference(key) { return (key, accepted) }
+        if got { accepted += 1 }
+    }
+    return (nil, accepted)
+}
+
 /// Equality of byte arrays without a per-element Swift loop (fast in debug builds).
 public func bytesEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in a.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 } }

@@ -24,7 +24,7 @@ struct fuse_session *cce4_fuse_session_new(int argc, char **argv,
 /// kept idle, and one /dev/fuse fd per thread when `clone_fd` is set.
 int cce4_fuse_loop_mt(struct fuse_session *se, unsigned max_threads, unsigned max_idle, int clone_fd);
 
-/// cce4fs's own request loop (docs/performance.md, "The request loop"): leader/follower over
+/// cce4fs's own request loop (docs/semantics.md, "The request loop"): leader/follower over
 /// `threads` workers. Only the leader reads /dev/fuse (non-blocking), answering requests
 /// itself until a handler calls cce4_loop_handoff before it blocks; then an idle worker leads.
 /// After a request the leader keeps polling the device for `spin_us` microseconds before it
