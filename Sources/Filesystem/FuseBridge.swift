@@ -144,6 +144,9 @@ public final class FuseSession: @unchecked Sendable {
     /// other handle open, and put into the page cache before the OPEN reply, so reading them
     /// costs no READ round trip (`-o open_fill`; 0 turns it off); set before `mount`.
     public var openFillMax = 128 << 10
+    /// How long, in microseconds, the leader of cce4fs's request loop polls /dev/fuse after a
+    /// request before it sleeps (`-o spin`; 0: libfuse's own loop); set before `run`.
+    public var spinMicroseconds = 0
     /// The page filler (segment and open fill), while mounted with either on.
     private(set) var filler: PageCacheFiller?
     /// Open handles per inode; the inodes whose pages open fill has stored (not stored again
@@ -179,10 +182,6 @@ public final class FuseSession: @unchecked Sendable {
         mounted = true
         if segmentFill || openFillMax > 0 { filler = PageCacheFiller(session: se, logger: logger) }
     }
-
-    /// How long, in microseconds, a worker keeps polling /dev/fuse after a request before it
-    /// sleeps (`-o spin`; 0: libfuse's own loop); set before `run`.
-    public var spinMicroseconds = 0
 
     /// For a handler about to block on the store: the request loop lets another worker read
     /// requests meanwhile (a no-op outside cce4fs's own loop).
@@ -225,23 +224,28 @@ public final class FuseSession: @unchecked Sendable {
 
     deinit { close() }
 
+    /// Whether open fill applies to `file` (and so keeps count of its handles).
+    private func openFillable(_ file: DatasetFile) -> Bool {
+        filler != nil && file.size > 0 && file.size <= Int64(openFillMax)
+    }
+
     /// A handle of `ino` was opened: the first one of a small file fills its pages (before
-    /// the OPEN reply). A failed read is left for the READ that follows to report.
+    /// the OPEN reply). A failed read is left for the READ that follows to report. Larger
+    /// files take no lock here.
     ///
     /// While a fill of `ino` runs, no handle of it exists in the kernel: a concurrent OPEN of
     /// the same inode waits here until the fill ends, so no READ can lock a page the store
     /// is about to fill (see PageCacheFiller).
     func opened(_ ino: UInt64, _ file: DatasetFile) {
-        guard openFillMax > 0 else { return }
-        let eligible = filler != nil && file.size > 0 && file.size <= Int64(openFillMax)
+        guard openFillable(file), let filler else { return }
         fillCondition.lock()
         while fillState.filling.contains(ino) { fillCondition.wait() }
         let n = fillState.open[ino, default: 0]
         fillState.open[ino] = n + 1
-        let first = eligible && n == 0 && !fillState.filled.contains(ino)
+        let first = n == 0 && !fillState.filled.contains(ino)
         if first { fillState.filling.insert(ino) }
         fillCondition.unlock()
-        guard first, let filler else { return }
+        guard first else { return }
         var stored = false
         let tb = ThreadBuffer.current()
         let buf = tb.reply.ensure(Int(file.size))
@@ -262,8 +266,8 @@ public final class FuseSession: @unchecked Sendable {
     }
 
     /// A handle of `ino` was released (or its OPEN reply never reached the kernel).
-    func released(_ ino: UInt64) {
-        guard openFillMax > 0 else { return }
+    func released(_ ino: UInt64, _ file: DatasetFile) {
+        guard openFillable(file) else { return }
         fillCondition.lock()
         if let n = fillState.open[ino], n > 1 { fillState.open[ino] = n - 1 } else { fillState.open[ino] = nil }
         fillCondition.unlock()
@@ -271,7 +275,7 @@ public final class FuseSession: @unchecked Sendable {
 
     /// The kernel forgot `ino` (its page cache may be gone with it): a later open fills again.
     func forgot(_ ino: UInt64) {
-        guard openFillMax > 0 else { return }
+        guard openFillMax > 0, filler != nil else { return }
         fillCondition.lock()
         fillState.filled.remove(ino)
         fillCondition.unlock()
@@ -364,7 +368,7 @@ public final class FuseSession: @unchecked Sendable {
                 cce4_fi_set_keep_cache(fi, 1)
                 s.opened(ino, file)
                 // If the reply did not reach the kernel, no RELEASE will come: drop it here.
-                if r.open(fi) != 0 { s.fs.release(file); s.released(ino); handle.release() }
+                if r.open(fi) != 0 { s.fs.release(file); s.released(ino, file); handle.release() }
             } catch { s.fail(r, error, "open") }
         }
         ops.read = { req, ino, size, off, fi in
@@ -399,9 +403,9 @@ public final class FuseSession: @unchecked Sendable {
         ops.release = { req, ino, fi in
             if let fi, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) {
                 let handle = Unmanaged<DatasetFile>.fromOpaque(p)
-                let s = FuseSession.bridge(req)
-                s.fs.release(handle.takeUnretainedValue())
-                s.released(ino)
+                let s = FuseSession.bridge(req), file = handle.takeUnretainedValue()
+                s.fs.release(file)
+                s.released(ino, file)
                 handle.release()
             }
             Request(req!).ok()

@@ -102,7 +102,14 @@ final class PageCacheFiller: @unchecked Sendable {
         pthread_rwlock_rdlock(storeLock)
         defer { pthread_rwlock_unlock(storeLock) }
         guard !lock.withLock({ $0.stopped }) else { return false }
+        return store(ino: ino, offset: offset, bytes)
+    }
+
+    /// One FUSE_NOTIFY_STORE, counted; the caller holds the read side of `storeLock`.
+    @discardableResult
+    private func store(ino: UInt64, offset: Int64, _ bytes: UnsafeRawBufferPointer) -> Bool {
         let rc = cce4_notify_store(session, fuse_ino_t(ino), off_t(offset), bytes.baseAddress, bytes.count)
+        // -ENOENT: the kernel forgot the inode meanwhile; nothing to fill.
         if rc == 0 { stored.add(1, ordering: .relaxed) } else if rc != -ENOENT {
             logger.debug("page cache fill refused", metadata: ["errno": "\(-rc)"])
         }
@@ -126,13 +133,9 @@ final class PageCacheFiller: @unchecked Sendable {
                 return (item, false)
             }
             if let item = next.0 {
-                let rc = cce4_notify_store(session, fuse_ino_t(item.ino), off_t(item.offset), item.bytes.baseAddress, item.bytes.count)
+                store(ino: item.ino, offset: item.offset, UnsafeRawBufferPointer(item.bytes))
                 pthread_rwlock_unlock(storeLock)
                 Self.free(item)
-                // -ENOENT: the kernel forgot the inode meanwhile; nothing to fill.
-                if rc == 0 { stored.add(1, ordering: .relaxed) } else if rc != -ENOENT {
-                    logger.debug("page cache fill refused", metadata: ["errno": "\(-rc)"])
-                }
             } else {
                 pthread_rwlock_unlock(storeLock)
                 if next.1 { done.signal(); return }

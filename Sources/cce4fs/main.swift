@@ -187,7 +187,7 @@ func parse(_ args: [String]) throws -> Config {
             guard m <= 0o7777 else { throw Failure(message: "umask=\(v ?? "") is not an octal mode", status: ExitStatus.usage) }
             c.fsOptions.umask = UInt16(m)
         case "spin":
-            guard let n = UInt32(try value()), n <= 10_000 else { throw Failure(message: "spin must be 0...10000 microseconds", status: ExitStatus.usage) }
+            guard let n = UInt32(try value()), n <= 10_000 else { throw Failure(message: "spin must be 0...10000 microseconds (0: libfuse's loop), as in spin=50", status: ExitStatus.usage) }
             c.spinMicroseconds = Int(n)
         case "threads":
             let n = try number()
@@ -438,6 +438,7 @@ let mountpoint = realpath(config.mountpoint, &resolved) != nil
 let session = FuseSession(fs: fs, logger: logger)
 session.segmentFill = config.segmentFill
 session.openFillMax = config.openFillMax
+session.spinMicroseconds = config.spinMicroseconds
 // A lapsed lease also drops the kernel's cached pages, so descriptors opened before the
 // lapse read through the gate too (from a thread of its own: the lapse may be noticed inside
 // a request handler).
@@ -486,7 +487,6 @@ if config.readAheadKB > 0, let device = mountDevice(mountpoint) {
 }
 
 pthread_sigmask(SIG_UNBLOCK, &blocked, nil)
-session.spinMicroseconds = config.spinMicroseconds
 let rc = session.run(threads: config.threads)
 session.close()
 logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)"])

@@ -314,6 +314,11 @@ struct MountTests {
             """, fx.src, m.path] + fx.tree.files.filter { !$0.hasPrefix("large/") })
         let n = fx.tree.files.count - 1
         #expect(r.status == 0 && r.stdoutText == "\(n) \(n) 1000\n", "\(r.stdoutText) \(r.stderr)")
+        // It is cce4fs's loop that served them: only it reads /dev/fuse non-blocking.
+        let plain = try fx.mount("m-nospin")
+        defer { plain.unmount() }
+        #expect(try Self.fuseDeviceNonBlocking(m.path) == true)
+        #expect(try Self.fuseDeviceNonBlocking(plain.path) == false)
         let u = try run("/bin/fusermount3", ["-u", m.path])
         #expect(u.status == 0, "\(u.stderr)")
     }
@@ -345,6 +350,20 @@ struct MountTests {
         }
         let help = try run(bin, ["--help"])
         #expect(help.status == 0 && help.stdoutText.contains("insecure_key_file=PATH"))
+    }
+
+    /// Whether the /dev/fuse descriptor of the cce4fs serving `mountpoint` is O_NONBLOCK
+    /// (from /proc/PID/fdinfo); nil if no such process or descriptor was found.
+    static func fuseDeviceNonBlocking(_ mountpoint: String) throws -> Bool? {
+        let r = try shell("""
+            for p in $(pgrep -f -- ' \(mountpoint) '); do
+              for fd in /proc/$p/fd/*; do
+                [ "$(readlink "$fd")" = /dev/fuse ] && awk '/^flags:/ {print $2}' "/proc/$p/fdinfo/${fd##*/}"
+              done
+            done
+            """)
+        guard let octal = r.stdoutText.split(separator: "\n").first, let flags = Int(octal, radix: 8) else { return nil }
+        return flags & Int(O_NONBLOCK) != 0
     }
 
     /// Pages of `path` resident in the page cache (mincore over a shared mapping).
@@ -470,15 +489,15 @@ struct RawStore {
     let url: String
     let dir: TempDir
 
-    /// The store root: a directory (file://), or "bucket/prefix" (s3://).
-    var root: String { String(url.dropFirst(kind == .file ? 7 : 5)) }
+    /// The store root: a directory (file://), or the key prefix in the test bucket (s3://).
+    var root: String { kind == .file ? String(url.dropFirst(7)) : String(url.dropFirst(("s3://" + S3TestServer.bucket + "/").count)) }
 
+    /// list, get or put through boto3, configured by the server's AWS_* variables.
     private func s3(_ op: String, _ key: String = "", _ file: String = "") throws -> String {
-        let server = S3TestServer.shared
         let script = """
         import boto3, sys
         op, bucket, prefix, key, path = sys.argv[1:6]
-        c = boto3.client("s3", endpoint_url=sys.argv[6], region_name=sys.argv[7], aws_access_key_id=sys.argv[8], aws_secret_access_key=sys.argv[9])
+        c = boto3.client("s3")
         if op == "list":
             for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" + key):
                 for o in page.get("Contents", []):
@@ -488,8 +507,7 @@ struct RawStore {
         else:
             c.put_object(Bucket=bucket, Key=prefix + "/" + key, Body=open(path, "rb").read())
         """
-        let (bucket, prefix) = root.split(separator: "/", maxSplits: 1).map(String.init).pair
-        let r = try run(Repo.python, ["-c", script, op, bucket, prefix, key, file, server.endpoint, server.region, server.accessKey, server.secretKey])
+        let r = try run(Repo.python, ["-c", script, op, S3TestServer.bucket, root, key, file], environment: S3TestServer.shared.environment())
         guard r.status == 0 else { throw TestFailure("s3 \(op) \(key): \(r.stderr)") }
         return r.stdoutText
     }
@@ -523,11 +541,6 @@ struct RawStore {
             _ = try s3("put", key, f)
         }
     }
-}
-
-extension Array where Element == String {
-    /// The first two elements (the second empty if there is one only).
-    var pair: (String, String) { (self.first ?? "", self.count > 1 ? self[1] : "") }
 }
 
 @Suite("cce4fs under tampering", .serialized)
