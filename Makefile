@@ -1,6 +1,9 @@
 # cce4long: the README's commands. `make help` lists the targets.
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
+# The workplace's shared/ (test data, evm-devnet), also from a clone made elsewhere.
+CCE4_SHARED ?= $(shell scripts/shared-dir.sh)
+export CCE4_SHARED
 
 .PHONY: help setup build install demo test contracts bench-segments bench bench-s3 bench-plane clean
 

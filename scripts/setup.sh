@@ -43,9 +43,9 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements-dev.txt "$stamp"; then
     .venv/bin/python -m pip install -q -r requirements-dev.txt
     cp requirements-dev.txt "$stamp"
 fi
-# The chain ledger's tests run ../shared/tools/evm-devnet, whose start.sh makes its own venv on first
+# The chain ledger's tests run shared/tools/evm-devnet, whose start.sh makes its own venv on first
 # use (pinned requirements.lock.txt); make it now so the first test run does not pay for it.
-devnet=../shared/tools/evm-devnet
+devnet="${CCE4_SHARED:-$(scripts/shared-dir.sh)}/tools/evm-devnet"
 if [ -f "$devnet/requirements.lock.txt" ] && ! "${EVM_VENV:-/tmp/cce4-evm-venv}/bin/python" -c 'import eth_tester, vyper, eth_account' 2>/dev/null; then
     say "creating the evm-devnet venv (${EVM_VENV:-/tmp/cce4-evm-venv})"
     "$PYTHON" -m venv "${EVM_VENV:-/tmp/cce4-evm-venv}"

@@ -5,7 +5,7 @@ import Foundation
 import TestSupport
 
 enum Fixtures {
-    static let dir = Repo.root + "/../shared/testdata/attestation"
+    static let dir = Repo.shared + "/testdata/attestation"
     static func bytes(_ name: String) throws -> [UInt8] { try readFile(dir + "/" + name) }
 
     /// Inside every TDX collateral window: TCB info 2023-06-18..07-18, QE identity and PCK CRL

@@ -5,7 +5,7 @@ import Testing
 
 @Suite("cce4 attest")
 struct AttestCLITests {
-    let data = Repo.root + "/../shared/testdata/attestation"
+    let data = Repo.shared + "/testdata/attestation"
     var bin: String { Repo.binary("cce4") }
 
     /// A collateral directory of symlinks named as `cce4 attest verify` reads them.

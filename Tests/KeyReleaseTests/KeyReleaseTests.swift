@@ -197,7 +197,7 @@ struct KeyReleaseTests {
 
     @Test("real debug SEV-SNP evidence (valid signature, debug policy bit): refused and recorded")
     func debugEvidence() throws {
-        let dir = Repo.root + "/../shared/testdata/attestation/"
+        let dir = Repo.shared + "/testdata/attestation/"
         let report = try readFile(dir + "snp/go-sev-guest_attestation_debug.bin")
         let collateral = SNPCollateral(endorsementKey: try readFile(dir + "snp/go-sev-guest_vcek.testcer"), certChain: try readFile(dir + "snp/ask_ark_milan.pem"))
         let time = Date(timeIntervalSince1970: 1_704_067_200)
@@ -211,7 +211,7 @@ struct KeyReleaseTests {
 
     @Test("real TDX evidence whose report data binds something else: refused as a binding mismatch")
     func realTDXBindsOther() throws {
-        let dir = Repo.root + "/../shared/testdata/attestation/"
+        let dir = Repo.shared + "/testdata/attestation/"
         let quote = try readFile(dir + "tdx/tdx_prod_quote_SPR_E4.dat")
         let tdx = TDXCollateral(tcbInfo: try readFile(dir + "tdx/sample_tcbInfo_response"), qeIdentity: try readFile(dir + "tdx/sample_qeIdentity_response"),
                                 pckCRL: try readFile(dir + "tdx/pckcrl"), rootCRL: try readFile(dir + "tdx/rootcrl.der"))

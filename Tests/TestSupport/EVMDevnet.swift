@@ -23,9 +23,9 @@ public final class EVMDevnet: @unchecked Sendable {
     /// Starts a fresh chain. `fund` addresses get 1000 ETH each.
     public init(chainID: UInt64 = 1337, fund: [String] = []) throws {
         _ = registerAtExit
-        let start = Repo.root + "/../shared/tools/evm-devnet/start.sh"
+        let start = Repo.shared + "/tools/evm-devnet/start.sh"
         guard FileManager.default.fileExists(atPath: start) else {
-            throw StartFailure(description: "no evm-devnet at \(start) (tests expect ../shared/tools/evm-devnet beside the repo)")
+            throw StartFailure(description: "no evm-devnet at \(start) (set CCE4_SHARED to the workplace's shared/ directory, or run through make, which finds it)")
         }
         let args = fund.map { "--fund \($0)" }.joined(separator: " ")
         // Output goes to files, not pipes: the server start.sh leaves running inherits the shell's

@@ -15,6 +15,11 @@ public enum Repo {
         fatalError("Package.swift not found above \(#filePath)")
     }()
 
+    /// The workplace's shared/ directory (third-party test data and tools, never copied in):
+    /// `CCE4_SHARED` (the Makefile sets it with scripts/shared-dir.sh, which also finds it
+    /// beside a clone's origin), else ../shared beside the repo.
+    public static let shared: String = ProcessInfo.processInfo.environment["CCE4_SHARED"] ?? root + "/../shared"
+
     /// The repo venv's Python (made by `make setup`). Tests that need it fail, never skip,
     /// when it is missing: `make test` creates it.
     public static var python: String {

@@ -14,7 +14,7 @@ func eth(_ command: String, _ request: Any) throws -> Any {
     return try JSONSerialization.jsonObject(with: r.stdout)
 }
 
-let siweData = Repo.root + "/../shared/testdata/siwe/"
+let siweData = Repo.shared + "/testdata/siwe/"
 
 func loadJSON(_ path: String) throws -> [String: [String: Any]] {
     try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: [String: Any]]

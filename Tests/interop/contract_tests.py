@@ -23,7 +23,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DEVNET = ROOT.parent / "shared" / "tools" / "evm-devnet"
+DEVNET = pathlib.Path(os.environ.get("CCE4_SHARED") or ROOT.parent / "shared") / "tools" / "evm-devnet"
 BUILD = ROOT / "contracts" / "build"
 ZERO = "0x" + "00" * 20
 
