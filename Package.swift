@@ -40,10 +40,10 @@ let package = Package(
             name: "COpenSSL",
             linkerSettings: [.linkedLibrary("crypto")]
         ),
-        // C fence: libfuse3's low-level API (version macros, bitfields, variadics).
+        // C fence: libfuse3's low-level API (version macros, bitfields, variadics), and FUSE over io_uring (liburing).
         .target(
             name: "CFuse",
-            linkerSettings: [.linkedLibrary("fuse3")]
+            linkerSettings: [.linkedLibrary("fuse3"), .linkedLibrary("uring")]
         ),
         // C fence: libcurl's variadic setopt/getinfo and option macros (s3:// stores).
         .target(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the demo need, and only what is missing:
 #   - Debian packages: OpenSSL and libcurl headers (libssl-dev, libcurl4-openssl-dev), libfuse3 (fuse3, libfuse3-dev: headers,
-#     mount.fuse3, fusermount3), pkg-config, mount/umount/unshare (util-linux),
+#     mount.fuse3, fusermount3), liburing-dev (FUSE over io_uring), pkg-config, mount/umount/unshare (util-linux),
 #     Python venv support;
 #   - the Swift toolchain on PATH (this machine kind ships it at /opt/swift);
 #   - the repo's Python venv (.venv) with requirements-dev.txt.
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 say() { printf '==> %s\n' "$*"; }
 
 need_apt=()
-packages=(libssl-dev libcurl4-openssl-dev pkg-config util-linux fuse3 libfuse3-dev)
+packages=(libssl-dev libcurl4-openssl-dev pkg-config util-linux fuse3 libfuse3-dev liburing-dev)
 # `make bench` also needs the peers it measures against and fio (CCE4_SETUP_BENCH=1).
 [ "${CCE4_SETUP_BENCH:-0}" = 1 ] && packages+=(fio gocryptfs gcc s3fs rclone)
 for pkg in "${packages[@]}"; do

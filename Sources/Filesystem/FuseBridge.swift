@@ -144,9 +144,20 @@ public final class FuseSession: @unchecked Sendable {
     /// other handle open, and put into the page cache before the OPEN reply, so reading them
     /// costs no READ round trip (`-o open_fill`; 0 turns it off); set before `mount`.
     public var openFillMax = 128 << 10
-    /// How long, in microseconds, the leader of cce4fs's request loop polls /dev/fuse after a
-    /// request before it sleeps (`-o spin`; 0: libfuse's own loop); set before `run`.
+    /// How long, in microseconds, a thread that served a request polls for the next one
+    /// before it sleeps (`-o spin`): the leader of cce4fs's own loop on /dev/fuse, or each
+    /// ring worker with FUSE over io_uring; 0: libfuse's loop, or ring workers that sleep at
+    /// once. Set before `run`.
     public var spinMicroseconds = 0
+    /// How requests reach cce4fs (`-o uring`): FUSE over io_uring (`on`: or fail; `auto`: when
+    /// the kernel allows it) or /dev/fuse (`off`, the default); set before `run`.
+    public enum UringMode: String, Sendable { case auto, on, off }
+    public var uring = UringMode.off
+    /// Whether the kernel allows FUSE over io_uring: 1 (fuse.enable_uring=Y), 0 (N), -1 (a
+    /// kernel before 6.14, without the parameter).
+    public static var kernelUring: Int32 { cce4_uring_kernel_enabled() }
+    /// The io_uring transport while it runs.
+    private var ring: OpaquePointer?
     /// The page filler (segment and open fill), while mounted with either on.
     private(set) var filler: PageCacheFiller?
     /// Open handles per inode; the inodes whose pages open fill has stored (not stored again
@@ -188,14 +199,66 @@ public final class FuseSession: @unchecked Sendable {
     public static func willBlock() { cce4_loop_handoff() }
 
     /// Serves requests on up to `threads` worker threads until unmounted or signalled.
+    /// Returns 0 (unmounted), the stop signal's number, or -errno.
     public func run(threads: Int) -> Int32 {
         guard let se = session else { return -1 }
+        if let failed = startUring(threads: threads) { return failed }
+        if let ring {
+            // The rings carry every request but INIT, FORGET and INTERRUPT: libfuse's loop
+            // keeps reading /dev/fuse for those (two threads are plenty).
+            let rc = cce4_fuse_loop_mt(se, 2, 1, 0)
+            let error = cce4_uring_error(ring)
+            stopUring()
+            return error != 0 ? error : rc
+        }
         if spinMicroseconds > 0 {
             let rc = cce4_fuse_loop_spin(se, UInt32(threads), UInt32(spinMicroseconds))
             if rc != 0 { logger.error("the request loop failed", metadata: ["errno": "\(-rc)"]) }
             return rc
         }
         return cce4_fuse_loop_mt(se, UInt32(threads), UInt32(max(1, threads / 2)), 0)
+    }
+
+    /// Starts FUSE over io_uring when `uring` asks for it and the kernel allows it. With
+    /// `auto`, requests stay on /dev/fuse if it cannot start; with `on`, returns -errno.
+    private func startUring(threads: Int) -> Int32? {
+        guard let se = session, uring != .off else { return nil }
+        let allowed = Self.kernelUring
+        guard allowed == 1 else {
+            let why = allowed < 0 ? "this kernel has no FUSE over io_uring (Linux 6.14 or later has it)"
+                                  : "the kernel has it turned off (fuse.enable_uring=N)"
+            if uring == .on { logger.error("uring=on: \(why)"); return -EOPNOTSUPP }
+            logger.info("requests come through /dev/fuse", metadata: ["reason": "\(why)"])
+            return nil
+        }
+        let cpus = max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
+        let perQueue = max(1, (threads + cpus - 1) / cpus)
+        // The kernel's payload size is max(max_write, max_pages pages): 1 MiB with libfuse's
+        // buffer; a larger buffer is allowed, a smaller one refused.
+        let payload = 1 << 20
+        var error: Int32 = 0
+        ring = cce4_uring_start(se, UInt32(perQueue), payload, UInt32(spinMicroseconds), &error)
+        guard let ring else {
+            let meta: Logger.Metadata = ["errno": "\(-error)", "error": "\(String(cString: strerror(-error)))"]
+            if uring == .on { logger.error("uring=on: FUSE over io_uring could not start", metadata: meta); return error }
+            logger.warning("FUSE over io_uring could not start; requests come through /dev/fuse", metadata: meta)
+            return nil
+        }
+        logger.info("FUSE over io_uring started", metadata: ["queues": "\(cce4_uring_queues(ring))", "threads_per_queue": "\(perQueue)",
+                                                            "spin_us": "\(spinMicroseconds)"])
+        return nil
+    }
+
+    private func stopUring() {
+        guard let ring else { return }
+        let served = cce4_uring_served(ring), used = cce4_uring_registered(ring), error = cce4_uring_error(ring)
+        cce4_uring_stop(ring)
+        self.ring = nil
+        if error != 0 {
+            logger.error("FUSE over io_uring failed", metadata: ["errno": "\(-error)", "error": "\(String(cString: strerror(-error)))", "served": "\(served)"])
+        } else {
+            logger.info("FUSE over io_uring stopped", metadata: ["served": "\(served)", "entries_used": "\(used)"])
+        }
     }
 
     /// Drops the kernel's cached pages and attributes of every inode it knows

@@ -48,11 +48,18 @@ Options (-o, comma-separated; may be repeated):
   uid=N, gid=N           owner and group reported for every file (default: the mounting user)
   umask=OCTAL            permission bits to clear (default: 022)
   threads=N              FUSE worker threads (default: 16)
-  spin=MICROSECONDS      cce4fs's own request loop: one thread reads requests, answers
-                         those it can from memory itself and keeps polling this long after
-                         each before it sleeps: a serial stat() walk runs 1.2-1.4x faster,
-                         small-file and random reads about 15% slower (default: 0, libfuse's
-                         loop; at most 10000)
+  uring=off|on|auto      FUSE over io_uring (Linux 6.14+ with fuse.enable_uring=1): requests
+                         come on the kernel's per-CPU rings, served by threads pinned to each
+                         CPU, with no read/write of /dev/fuse per request (threads=N are
+                         shared among the CPUs). on refuses to mount if the kernel does not
+                         allow it, auto falls back to /dev/fuse (default: off). With spin=,
+                         the stat() walk of docs/performance.md runs at 2x gocryptfs
+  spin=MICROSECONDS      after each request, keep polling for the next one this long before
+                         sleeping (default: 0; at most 10000). With uring=on each ring thread
+                         polls; otherwise cce4fs runs its own /dev/fuse loop (one thread reads
+                         requests and answers those it can from memory). A serial stat() walk
+                         runs 1.4-2x faster, small-file reads up to 15% slower, and idle
+                         threads poll for up to this long after the last request
   cache_size=SIZE        memory for decoded directory listings, e.g. 256M or 1G (default: 64M);
                          file data is cached by the kernel's page cache
   read_ahead_kb=N        the kernel's readahead window for this mount, in KiB (default: 1024,
@@ -134,6 +141,7 @@ struct Config {
     var fsOptions = FSOptions()
     var threads = 16
     var spinMicroseconds = 0
+    var uring = FuseSession.UringMode.off
     var cacheBytes = 64 << 20
     /// The kernel readahead window for this mount (its bdi), in KiB; 0 leaves the kernel's.
     var readAheadKB = 1024
@@ -189,6 +197,9 @@ func parse(_ args: [String]) throws -> Config {
         case "spin":
             guard let n = UInt32(try value()), n <= 10_000 else { throw Failure(message: "spin must be 0...10000 microseconds (0: libfuse's loop), as in spin=50", status: ExitStatus.usage) }
             c.spinMicroseconds = Int(n)
+        case "uring":
+            guard let m = FuseSession.UringMode(rawValue: try value()) else { throw Failure(message: "uring must be auto, on or off, as in uring=off", status: ExitStatus.usage) }
+            c.uring = m
         case "threads":
             let n = try number()
             guard (1...256).contains(n) else { throw Failure(message: "threads must be 1...256", status: ExitStatus.usage) }
@@ -277,6 +288,11 @@ func parse(_ args: [String]) throws -> Config {
     c.source = positional[0]
     c.mountpoint = positional[1]
     if c.debug { c.logLevel = .debug }
+    if c.uring == .on && FuseSession.kernelUring != 1 {
+        throw Failure(message: FuseSession.kernelUring < 0
+            ? "uring=on: this kernel has no FUSE over io_uring (it needs Linux 6.14 or later); use uring=auto or uring=off"
+            : "uring=on: the kernel has FUSE over io_uring turned off; as root run 'echo 1 > /sys/module/fuse/parameters/enable_uring' (or boot with fuse.enable_uring=1), or use uring=auto", status: ExitStatus.usage)
+    }
     return c
 }
 
@@ -439,6 +455,7 @@ let session = FuseSession(fs: fs, logger: logger)
 session.segmentFill = config.segmentFill
 session.openFillMax = config.openFillMax
 session.spinMicroseconds = config.spinMicroseconds
+session.uring = config.uring
 // A lapsed lease also drops the kernel's cached pages, so descriptors opened before the
 // lapse read through the gate too (from a thread of its own: the lapse may be noticed inside
 // a request handler).

@@ -267,8 +267,10 @@ struct MountTests {
             m.unmount()
         }
 
-        // libfuse's loop and cce4fs's own (spin=).
-        for loop in [[], ["spin=50"]] {
+        // libfuse's loop, cce4fs's own (spin=), and FUSE over io_uring.
+        let restore = try Self.enableKernelUring()
+        defer { restore() }
+        for loop in [[], ["spin=50"], ["uring=on"], ["uring=on", "spin=50"]] {
             let mnt = fx.dir.sub("m-fg")
             try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
             let p = Process()
@@ -321,6 +323,98 @@ struct MountTests {
         #expect(try Self.fuseDeviceNonBlocking(plain.path) == false)
         let u = try run("/bin/fusermount3", ["-u", m.path])
         #expect(u.status == 0, "\(u.stderr)")
+    }
+
+    @Test("uring=on: the kernel's per-CPU io_uring rings serve parallel readers, a 100 MiB read, random reads and a stat walk with the source's bytes, with and without spin=; fusermount3 -u unmounts",
+          arguments: StoreKind.allCases)
+    func uringTransport(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
+        let restore = try Self.enableKernelUring()
+        defer { restore() }
+        for spin in [[], ["spin=50"]] {
+            let m = try fx.mount("m-uring", extra: ["uring=on", "threads=4"] + spin)
+            defer { m.unmount() }
+            let before = try Self.ringStats(m.path)
+            // Threads pinned per CPU (2 per CPU with threads=4), each with its own ring.
+            #expect(before.threads >= 2 && before.rings == before.threads, "\(before)")
+            let r = try run(Repo.python, ["-c", """
+                import hashlib, os, random, sys
+                from concurrent.futures import ThreadPoolExecutor
+                src, mnt, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+                def same(n):
+                    a = open(os.path.join(src, n), "rb").read()
+                    with open(os.path.join(mnt, n), "rb") as f:
+                        b = b"".join(iter(lambda: f.read(7919), b""))
+                    return a == b and os.stat(os.path.join(mnt, n)).st_size == len(a)
+                with ThreadPoolExecutor(8) as ex:
+                    ok = list(ex.map(same, names))
+                big = "large/genome.bin"
+                h = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+                whole = h(os.path.join(src, big)) == h(os.path.join(mnt, big))
+                rng = random.Random(7)
+                size = os.path.getsize(os.path.join(src, big))
+                with open(os.path.join(src, big), "rb") as a, open(os.path.join(mnt, big), "rb") as b:
+                    rand = all(os.pread(a.fileno(), n, o) == os.pread(b.fileno(), n, o)
+                               for o, n in ((rng.randrange(size), rng.choice([1, 4096, 70000, 1 << 20])) for _ in range(200)))
+                walked = sum(len(fs) for _, _, fs in os.walk(os.path.join(mnt, "cohort")))
+                print(sum(ok), len(ok), whole, rand, walked)
+                """, fx.src, m.path] + fx.tree.files.filter { !$0.hasPrefix("large/") })
+            let n = fx.tree.files.count - 1
+            #expect(r.status == 0 && r.stdoutText == "\(n) \(n) True True 1000\n", "\(spin): \(r.stdoutText) \(r.stderr)")
+            // The requests went through the rings: their completions count them.
+            let after = try Self.ringStats(m.path)
+            #expect(after.completions - before.completions > n, "\(spin): \(before) → \(after)")
+            let u = try run("/bin/fusermount3", ["-u", m.path])
+            #expect(u.status == 0, "\(u.stderr)")
+        }
+    }
+
+    @Test("uring=on refuses to mount when the kernel has FUSE over io_uring off, saying how to turn it on; uring=auto then mounts on /dev/fuse; uring=bogus is a usage error")
+    func uringUnavailable() throws {
+        let fx = BigFixture.shared(.file)
+        let restore = try Self.enableKernelUring(false)
+        defer { restore() }
+        let mnt = fx.dir.sub("m-uring-off")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let o = "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"
+        let on = try run(Repo.binary("cce4fs"), [fx.store, mnt, "-o", o + ",uring=on"])
+        #expect(on.status == 64 && on.stderr.contains("enable_uring") && on.stderr.split(separator: "\n").count == 1, "\(on.stderr)")
+        #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " "))
+        let bogus = try run(Repo.binary("cce4fs"), [fx.store, mnt, "-o", o + ",uring=yes"])
+        #expect(bogus.status == 64 && bogus.stderr.contains("uring must be auto, on or off"), "\(bogus.stderr)")
+        let m = try fx.mount("m-uring-auto", extra: ["uring=auto"])
+        defer { m.unmount() }
+        #expect(try run("/bin/ls", [m.path + "/sizes"]).stdoutText.contains("many.bin"))
+        #expect(try Self.ringStats(m.path).threads == 0)
+    }
+
+    /// Sets the fuse module's enable_uring parameter (root); returns what puts it back.
+    static func enableKernelUring(_ on: Bool = true) throws -> () -> Void {
+        let path = "/sys/module/fuse/parameters/enable_uring"
+        guard let old = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw TestFailure("this kernel has no FUSE over io_uring (\(path)): Linux 6.14 or later is needed")
+        }
+        try (on ? "1" : "0").write(toFile: path, atomically: false, encoding: .utf8)
+        return { try? (old.hasPrefix("Y") ? "1" : "0").write(toFile: path, atomically: false, encoding: .utf8) }
+    }
+
+    /// The cce4fs serving `mountpoint`: its ring threads (named cce4fs-ringN), its io_uring
+    /// descriptors, and the completions those rings have delivered (CqHead in fdinfo).
+    static func ringStats(_ mountpoint: String) throws -> (threads: Int, rings: Int, completions: Int) {
+        let r = try shell("""
+            for p in $(pgrep -f -- ' \(mountpoint) '); do
+              cat /proc/$p/task/*/comm | grep -c '^cce4fs-ring' || true
+              n=0; c=0
+              for fd in /proc/$p/fd/*; do
+                if [ "$(readlink "$fd")" = 'anon_inode:[io_uring]' ]; then
+                  n=$((n+1)); c=$((c + $(awk '/^CqHead:/ {print $2}' "/proc/$p/fdinfo/${fd##*/}")))
+                fi
+              done
+              echo $n $c
+            done
+            """)
+        let v = r.stdoutText.split(whereSeparator: { $0 == "\n" || $0 == " " }).compactMap { Int($0) }
+        return v.count == 3 ? (v[0], v[1], v[2]) : (0, 0, 0)
     }
 
     @Test("a bad option, a wrong key, a missing store, an unknown root: one line, non-zero, nothing mounted", arguments: StoreKind.allCases)

@@ -14,6 +14,7 @@ Everything it mounts is unmounted on exit, including on errors and Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as _dt
 import hashlib
 import json
@@ -49,7 +50,12 @@ PARQUET_FLOAT_COLS = 8            # bm_00..bm_07 float64, plus id int64, age int
 PARQUET_READ_COLS = ["age", "bm_03"]
 PARQUET_ROW_GROUP = 262_144
 
-CONTENDERS = ["plain", "passthrough_ll", "gocryptfs", "cce4fs"]
+CONTENDERS = ["plain", "passthrough_ll", "gocryptfs", "cce4fs", "cce4fs-uring"]
+# cce4fs's metadata profile: FUSE over io_uring with ring workers that poll 50 µs for the next
+# request (docs/semantics.md, "The request transport"). Needs Linux 6.14+; the harness turns
+# the fuse module's enable_uring on for the run and puts it back at the end.
+URING_OPTS = "uring=on,spin=50"
+URING_PARAM = Path("/sys/module/fuse/parameters/enable_uring")
 WORKLOADS = ["seqread", "randread", "smallfiles", "stat", "ls", "ttfb", "parquet", "memory"]
 # Default runs per workload, capped by --runs when it is given (None: use --runs / the profile).
 # (A full run with 5 runs everywhere takes about 9 minutes on 2 cores, so there are no caps today.)
@@ -525,13 +531,40 @@ class Cce4fs(Contender):
         self.info["pack_s"] = round(time.monotonic() - t, 2)
         self.info["root"] = out
         self.info["ciphertext_bytes"] = dir_bytes(self.store)
+        self.ctx.cce4fs_store = self
         log(f"  cce4fs: packed into {self.store} ({self.info['pack_s']} s), root {out[:16]}…")
 
     def mount_cmd(self) -> list:
         opts = f"dataset={DATASET_ID},root={self.root_hash},insecure_key_file={self.key}"
         if self.ctx.cce4fs_opts:
             opts += "," + self.ctx.cce4fs_opts
-        return [self.ctx.bin / "cce4fs", f"file://{self.store}", self.mnt, "-o", opts]
+        return [self.ctx.bin / "cce4fs", f"file://{self.store}", self.mnt, "-o", opts + self.extra_opts]
+
+    extra_opts = ""
+
+
+class Cce4fsUring(Cce4fs):
+    """The same store and binary as cce4fs, mounted with URING_OPTS."""
+    name = "cce4fs-uring"
+    extra_opts = "," + URING_OPTS
+
+    def prepare(self) -> None:
+        if not URING_PARAM.exists():
+            raise BenchError(f"this kernel has no FUSE over io_uring ({URING_PARAM}): Linux 6.14+ is needed; "
+                             "leave cce4fs-uring out with --contenders")
+        old = URING_PARAM.read_text().strip()
+        if old != "Y":
+            URING_PARAM.write_text("1")
+            atexit.register(lambda: URING_PARAM.write_text("0"))
+            log(f"  cce4fs-uring: turned the fuse module's enable_uring on for this run (it was {old})")
+        first = self.ctx.cce4fs_store
+        if first is None:
+            super().prepare()
+            self.ctx.cce4fs_store = self
+        else:
+            self.key, self.store, self.root_hash = first.key, first.store, first.root_hash
+            self.info.update({k: first.info[k] for k in ("pack_s", "root", "ciphertext_bytes")})
+            log("  cce4fs-uring: the cce4fs store")
 
 
 def dir_bytes(d: Path) -> int:
@@ -542,7 +575,7 @@ def dir_bytes(d: Path) -> int:
     return total
 
 
-CONTENDER_CLASSES = {c.name: c for c in (Plain, PassthroughLL, Gocryptfs, Cce4fs)}
+CONTENDER_CLASSES = {c.name: c for c in (Plain, PassthroughLL, Gocryptfs, Cce4fs, Cce4fsUring)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -728,6 +761,7 @@ class Ctx:
         if args.fio_runtime:
             self.p["fio_runtime"] = args.fio_runtime
         self.cce4fs_opts = args.cce4fs_opts
+        self.cce4fs_store: "Cce4fs | None" = None   # the first cce4fs contender prepared: its store is shared
         self.plain: Path = Path()
         self.manifest: dict = {}
 

@@ -37,6 +37,31 @@ int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin
 /// cce4_fuse_loop_spin loop, another worker takes over reading requests. A no-op otherwise.
 void cce4_loop_handoff(void);
 
+/// FUSE over io_uring (uring.c; docs/semantics.md, "The request transport"). Whether the
+/// kernel allows it: 1 (fuse.enable_uring=Y), 0 (N), -1 (no such parameter: before 6.14).
+int cce4_uring_kernel_enabled(void);
+
+struct cce4_uring;
+
+/// Starts `per_queue` workers for each of the kernel's per-CPU queues, each pinned to its
+/// queue's CPU with its own io_uring and one registered entry of `max_payload` bytes (at
+/// least the kernel's max(max_write, max_pages pages)), and routes libfuse's replies to ring
+/// requests into the rings (fuse_session_custom_io). Call after mounting and before the
+/// loop: the workers register once the INIT reply has been written. After each request a
+/// worker polls for its next one for `spin_us` microseconds before it sleeps. A worker's
+/// failure ends the session (fuse_session_exit and SIGTERM to this process; see
+/// cce4_uring_error). Returns NULL and *error = -errno if it could not start.
+struct cce4_uring *cce4_uring_start(struct fuse_session *se, unsigned per_queue, size_t max_payload,
+                                    unsigned spin_us, int *error);
+/// Stops and joins the workers (after the loop has ended).
+void cce4_uring_stop(struct cce4_uring *u);
+/// Requests answered through the rings; entries the kernel accepted; the first failure
+/// (-errno, or 0); the number of queues (the kernel's possible CPUs).
+uint64_t cce4_uring_served(const struct cce4_uring *u);
+int cce4_uring_registered(const struct cce4_uring *u);
+int cce4_uring_error(const struct cce4_uring *u);
+unsigned cce4_uring_queues(const struct cce4_uring *u);
+
 /// Bitfields of struct fuse_file_info.
 void cce4_fi_set_keep_cache(struct fuse_file_info *fi, int on);
 void cce4_fi_set_direct_io(struct fuse_file_info *fi, int on);
