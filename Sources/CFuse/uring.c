@@ -68,7 +68,7 @@ _Static_assert(sizeof(struct uring_req_header) == 288, "ABI");
 _Static_assert(sizeof(struct uring_cmd_req) <= 80, "fits the SQE128 command area");
 
 // READs of at least this many bytes are served away from the requesting CPU.
-#define MOVE_READS_FROM (64u << 10)
+#define MOVE_READS_FROM (256u << 10)
 
 #define STOP_TAG UINT64_C(0xffffffffffffffff)
 #define CMD_TAG UINT64_C(1)
@@ -105,7 +105,7 @@ struct cce4_uring {
     _Atomic int stopping;
     _Atomic uint64_t served;         // requests answered through the rings
     _Atomic int error;               // the first failure (-errno), 0 if none
-    _Atomic int registered;          // entries the kernel accepted
+    _Atomic int registered;          // entries that have been given at least one request
     uint64_t spin_ns;                // how long a worker polls for its next request
     // FUSE INIT: its unique (seen by uring_read), and whether its reply has been written.
     _Atomic uint64_t init_unique;
@@ -222,8 +222,8 @@ static void prep_cmd(struct uring_worker *w, struct io_uring_sqe *sqe, uint32_t 
     io_uring_sqe_set_data64(sqe, CMD_TAG);
 }
 
-// Serves the request in w's buffers and leaves its reply there. 0, or -EIO when the
-// kernel's request is malformed (answered with EIO, never passed on).
+// Serves the request in w's buffers and leaves its reply there. A request whose lengths do
+// not add up is answered EIO and never passed on.
 static void serve(struct uring_worker *w) {
     struct cce4_uring *u = w->u;
     struct fuse_in_header in;

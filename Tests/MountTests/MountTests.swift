@@ -403,6 +403,7 @@ struct MountTests {
     static func ringStats(_ mountpoint: String) throws -> (threads: Int, rings: Int, completions: Int) {
         let r = try shell("""
             for p in $(pgrep -f -- ' \(mountpoint) '); do
+              [ "$(cat /proc/$p/comm 2>/dev/null)" = cce4fs ] || continue
               cat /proc/$p/task/*/comm | grep -c '^cce4fs-ring' || true
               n=0; c=0
               for fd in /proc/$p/fd/*; do

@@ -554,7 +554,10 @@ class Cce4fsUring(Cce4fs):
                              "leave cce4fs-uring out with --contenders")
         old = URING_PARAM.read_text().strip()
         if old != "Y":
-            URING_PARAM.write_text("1")
+            try:
+                URING_PARAM.write_text("1")
+            except OSError as e:
+                raise BenchError(f"cannot turn on FUSE over io_uring ({URING_PARAM}: {e})") from e
             atexit.register(lambda: URING_PARAM.write_text("0"))
             log(f"  cce4fs-uring: turned the fuse module's enable_uring on for this run (it was {old})")
         first = self.ctx.cce4fs_store
