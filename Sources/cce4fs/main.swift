@@ -53,7 +53,7 @@ Options (-o, comma-separated; may be repeated):
                          CPU, with no read/write of /dev/fuse per request (threads=N are
                          shared among the CPUs). on refuses to mount if the kernel does not
                          allow it, auto falls back to /dev/fuse (default: off). With spin=,
-                         the stat() walk of docs/performance.md runs at 2x gocryptfs
+                         the stat() walk of docs/performance.md runs at 1.8-2.2x gocryptfs
   spin=MICROSECONDS      after each request, keep polling for the next one this long before
                          sleeping (default: 0; at most 10000). With uring=on each ring thread
                          polls; otherwise cce4fs runs its own /dev/fuse loop (one thread reads

@@ -300,20 +300,7 @@ struct MountTests {
         let m = try fx.mount("m-spin", extra: ["spin=50", "threads=4"])
         defer { m.unmount() }
         // More readers than workers: handlers that hand off while others wait must not stall.
-        let r = try run(Repo.python, ["-c", """
-            import hashlib, os, sys
-            from concurrent.futures import ThreadPoolExecutor
-            src, mnt, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-            def same(n):
-                a = open(os.path.join(src, n), "rb").read()
-                with open(os.path.join(mnt, n), "rb") as f:
-                    b = b"".join(iter(lambda: f.read(7919), b""))
-                return a == b and os.stat(os.path.join(mnt, n)).st_size == len(a)
-            with ThreadPoolExecutor(8) as ex:
-                ok = list(ex.map(same, names))
-            walked = sum(len(fs) for _, _, fs in os.walk(os.path.join(mnt, "cohort")))
-            print(sum(ok), len(ok), walked)
-            """, fx.src, m.path] + fx.tree.files.filter { !$0.hasPrefix("large/") })
+        let r = try Self.readInParallel(fx, m.path)
         let n = fx.tree.files.count - 1
         #expect(r.status == 0 && r.stdoutText == "\(n) \(n) 1000\n", "\(r.stdoutText) \(r.stderr)")
         // It is cce4fs's loop that served them: only it reads /dev/fuse non-blocking.
@@ -337,30 +324,19 @@ struct MountTests {
             let before = try Self.ringStats(m.path)
             // Threads pinned per CPU (2 per CPU with threads=4), each with its own ring.
             #expect(before.threads >= 2 && before.rings == before.threads, "\(before)")
-            let r = try run(Repo.python, ["-c", """
-                import hashlib, os, random, sys
-                from concurrent.futures import ThreadPoolExecutor
-                src, mnt, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-                def same(n):
-                    a = open(os.path.join(src, n), "rb").read()
-                    with open(os.path.join(mnt, n), "rb") as f:
-                        b = b"".join(iter(lambda: f.read(7919), b""))
-                    return a == b and os.stat(os.path.join(mnt, n)).st_size == len(a)
-                with ThreadPoolExecutor(8) as ex:
-                    ok = list(ex.map(same, names))
+            let r = try Self.readInParallel(fx, m.path, then: """
+                import hashlib, random
                 big = "large/genome.bin"
                 h = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
-                whole = h(os.path.join(src, big)) == h(os.path.join(mnt, big))
                 rng = random.Random(7)
                 size = os.path.getsize(os.path.join(src, big))
                 with open(os.path.join(src, big), "rb") as a, open(os.path.join(mnt, big), "rb") as b:
                     rand = all(os.pread(a.fileno(), n, o) == os.pread(b.fileno(), n, o)
                                for o, n in ((rng.randrange(size), rng.choice([1, 4096, 70000, 1 << 20])) for _ in range(200)))
-                walked = sum(len(fs) for _, _, fs in os.walk(os.path.join(mnt, "cohort")))
-                print(sum(ok), len(ok), whole, rand, walked)
-                """, fx.src, m.path] + fx.tree.files.filter { !$0.hasPrefix("large/") })
+                print(h(os.path.join(src, big)) == h(os.path.join(mnt, big)), rand)
+                """)
             let n = fx.tree.files.count - 1
-            #expect(r.status == 0 && r.stdoutText == "\(n) \(n) True True 1000\n", "\(spin): \(r.stdoutText) \(r.stderr)")
+            #expect(r.status == 0 && r.stdoutText == "\(n) \(n) 1000\nTrue True\n", "\(spin): \(r.stdoutText) \(r.stderr)")
             // The requests went through the rings: their completions count them.
             let after = try Self.ringStats(m.path)
             #expect(after.completions - before.completions > n, "\(spin): \(before) → \(after)")
@@ -386,6 +362,26 @@ struct MountTests {
         defer { m.unmount() }
         #expect(try run("/bin/ls", [m.path + "/sizes"]).stdoutText.contains("many.bin"))
         #expect(try Self.ringStats(m.path).threads == 0)
+    }
+
+    /// Reads every file of the fixture but large/ through `mountpoint` on 8 threads, in odd-sized
+    /// chunks, and compares each with the source; walks cohort/; prints "SAME FILES WALKED".
+    /// Then runs `then` (Python; `src` and `mnt` are the two roots).
+    static func readInParallel(_ fx: BigFixture, _ mountpoint: String, then: String = "") throws -> ProcessResult {
+        try run(Repo.python, ["-c", """
+            import os, sys
+            from concurrent.futures import ThreadPoolExecutor
+            src, mnt, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+            def same(n):
+                a = open(os.path.join(src, n), "rb").read()
+                with open(os.path.join(mnt, n), "rb") as f:
+                    b = b"".join(iter(lambda: f.read(7919), b""))
+                return a == b and os.stat(os.path.join(mnt, n)).st_size == len(a)
+            with ThreadPoolExecutor(8) as ex:
+                ok = list(ex.map(same, names))
+            walked = sum(len(fs) for _, _, fs in os.walk(os.path.join(mnt, "cohort")))
+            print(sum(ok), len(ok), walked)
+            """ + "\n" + then, fx.src, mountpoint] + fx.tree.files.filter { !$0.hasPrefix("large/") })
     }
 
     /// Sets the fuse module's enable_uring parameter (root); returns what puts it back.
