@@ -80,32 +80,28 @@ struct uring_worker {
     unsigned qid;
     pthread_t tid;
     int started;                     // thread created
-    int registered;                  // the kernel has given this entry a request
+    int used;                        // the kernel has given this entry a request
     struct io_uring ring;
     int ring_ok;
     struct uring_req_header *hdr;    // page-aligned (the kernel pins nothing, but copies to it)
     char *payload;
     struct iovec iov[2];
     char *req;                       // the request rebuilt in the /dev/fuse layout
-    size_t req_cap;
-    // The request being served (0: none) and whether its reply is in the buffers. Set and
-    // read by the worker; a reply from another thread sets `replied` under m and signals c.
-    _Atomic uint64_t unique;
+    // The request being served (0: none) and whether its reply is in the buffers. Only the
+    // worker's own thread touches them: every cce4fs handler replies before it returns.
+    uint64_t unique;
     int replied;
-    pthread_mutex_t m;
-    pthread_cond_t c;
+    _Atomic uint64_t served;         // requests this worker answered (read by the stats)
 };
 
 struct cce4_uring {
     struct fuse_session *se;
     int fd;                          // the session's /dev/fuse
     int stop_fd;                     // eventfd, polled by every ring: the workers' stop
-    unsigned queues, per_queue, n;
+    unsigned queues, n;
     size_t payload_sz;
     _Atomic int stopping;
-    _Atomic uint64_t served;         // requests answered through the rings
     _Atomic int error;               // the first failure (-errno), 0 if none
-    _Atomic int registered;          // entries that have been given at least one request
     uint64_t spin_ns;                // how long a worker polls for its next request
     // FUSE INIT: its unique (seen by uring_read), and whether its reply has been written.
     _Atomic uint64_t init_unique;
@@ -140,38 +136,24 @@ static ssize_t copy_reply(struct uring_worker *w, const struct iovec *iov, int c
 
 static void init_replied(struct cce4_uring *u);
 
+// libfuse's writes. The reply to the request this thread's ring worker is serving goes into
+// the ring entry; everything else (INIT's reply, notifications, replies to requests read
+// from /dev/fuse) goes to the device. A reply to a ring request written by another thread
+// would go to the device too, where the kernel does not know it (ENOENT), and the worker
+// answers EIO (serve): no cce4fs handler replies from another thread.
 static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *userdata) {
     (void)userdata;
     struct cce4_uring *u = g_uring;
-    if (u != NULL && count >= 1 && iov[0].iov_len == sizeof(struct fuse_out_header)) {
-        uint64_t unique = ((const struct fuse_out_header *)iov[0].iov_base)->unique;
-        struct uring_worker *w = tl_worker;
-        if (unique != 0 && w != NULL && atomic_load(&w->unique) == unique) {
-            ssize_t n = copy_reply(w, iov, count);
-            w->replied = 1;
-            return n;
-        }
-        // A reply from a thread other than the one serving the request (no handler of
-        // cce4fs does that today, but libfuse allows it): find the request's worker.
-        for (unsigned i = 0; unique != 0 && i < u->n; i++) {
-            w = &u->w[i];
-            if (atomic_load(&w->unique) != unique) continue;
-            pthread_mutex_lock(&w->m);
-            ssize_t n = -1;
-            if (atomic_load(&w->unique) == unique && !w->replied) {
-                n = copy_reply(w, iov, count);
-                w->replied = 1;
-                pthread_cond_signal(&w->c);
-            }
-            pthread_mutex_unlock(&w->m);
-            if (n >= 0) return n;
-        }
+    uint64_t unique = 0;
+    if (u != NULL && count >= 1 && iov[0].iov_len == sizeof(struct fuse_out_header))
+        unique = ((const struct fuse_out_header *)iov[0].iov_base)->unique;
+    struct uring_worker *w = tl_worker;
+    if (unique != 0 && w != NULL && w->unique == unique) {
+        w->replied = 1;
+        return copy_reply(w, iov, count);
     }
     ssize_t n = writev(fd, iov, count);
-    if (u != NULL && count >= 1 && iov[0].iov_len == sizeof(struct fuse_out_header)) {
-        uint64_t unique = ((const struct fuse_out_header *)iov[0].iov_base)->unique;
-        if (unique != 0 && unique == atomic_load(&u->init_unique)) init_replied(u);
-    }
+    if (unique != 0 && unique == atomic_load(&u->init_unique)) init_replied(u);
     return n;
 }
 
@@ -242,23 +224,17 @@ static void serve(struct uring_worker *w) {
     memcpy(w->req + head + opsz, w->payload, psz);
     struct fuse_buf buf = { .mem = w->req, .size = in.len };
     w->replied = 0;
-    atomic_store(&w->unique, in.unique);
+    w->unique = in.unique;
     fuse_session_process_buf(u->se, &buf);
-    pthread_mutex_lock(&w->m);
-    while (!w->replied && !atomic_load(&u->stopping)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&w->c, &w->m, &ts);
-    }
+    w->unique = 0;
     if (!w->replied) {
+        // Every request on a ring gets a reply (FORGET, which gets none, comes on /dev/fuse);
+        // the entry cannot fetch the next request before it answers this one.
         struct fuse_out_header oh = { .len = sizeof oh, .error = -EIO, .unique = in.unique };
         memcpy(w->hdr->in_out, &oh, sizeof oh);
         w->hdr->ent.payload_sz = 0;
     }
-    atomic_store(&w->unique, 0);
-    pthread_mutex_unlock(&w->m);
-    atomic_fetch_add_explicit(&u->served, 1, memory_order_relaxed);
+    atomic_store_explicit(&w->served, atomic_load_explicit(&w->served, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
 static uint64_t mono_ns(void) {
@@ -273,7 +249,7 @@ static uint64_t mono_ns(void) {
 // work that runs when sched_yield returns, and appears in the queue.
 static int submit_and_wait(struct uring_worker *w, struct io_uring_cqe **cqe) {
     uint64_t spin = w->u->spin_ns;
-    if (spin > 0 && w->registered) {
+    if (spin > 0 && w->used) {
         int rc = io_uring_submit(&w->ring);
         if (rc < 0) return rc;
         uint64_t t0 = mono_ns();
@@ -341,7 +317,7 @@ static void *worker_main(void *arg) {
             break;
         }
         retries = 0;
-        if (!w->registered) { w->registered = 1; atomic_fetch_add(&u->registered, 1); }
+        w->used = 1;
         commit_id = w->hdr->ent.commit_id;
         // A large read (readahead, mostly: several arrive at once from one reader) is
         // decrypted on another CPU: on its caller's it would compete with the caller and with
@@ -373,17 +349,22 @@ int cce4_uring_kernel_enabled(void) {
     return n == 1 && (c == 'Y' || c == 'y' || c == '1') ? 1 : 0;
 }
 
+// A worker's ring and its large buffers (the header page stays: it is one page).
+static void release(struct uring_worker *w) {
+    if (w->ring_ok) { io_uring_queue_exit(&w->ring); w->ring_ok = 0; }
+    free(w->payload); w->payload = NULL;
+    free(w->req); w->req = NULL;
+}
+
+// Everything, when cce4_uring_start fails (no worker thread exists yet).
 static void destroy(struct cce4_uring *u) {
-    for (unsigned i = 0; i < u->n; i++) {
-        struct uring_worker *w = &u->w[i];
-        if (w->ring_ok) io_uring_queue_exit(&w->ring);
-        free(w->hdr);
-        free(w->payload);
-        free(w->req);
-        pthread_mutex_destroy(&w->m);
-        pthread_cond_destroy(&w->c);
+    for (unsigned i = 0; u->w != NULL && i < u->n; i++) {
+        release(&u->w[i]);
+        free(u->w[i].hdr);
     }
     if (u->stop_fd >= 0) close(u->stop_fd);
+    pthread_mutex_destroy(&u->init_m);
+    pthread_cond_destroy(&u->init_c);
     free(u->w);
     free(u);
 }
@@ -402,8 +383,7 @@ struct cce4_uring *cce4_uring_start(struct fuse_session *se, unsigned per_queue,
     u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int np = get_nprocs_conf();
     u->queues = np > 0 ? (unsigned)np : 1;
-    u->per_queue = per_queue > 0 ? per_queue : 1;
-    u->n = u->queues * u->per_queue;
+    u->n = u->queues * (per_queue > 0 ? per_queue : 1);
     // The kernel's payload buffer size: max(8 KiB, max_write, max_pages * page size).
     u->payload_sz = max_payload < 8192 ? 8192 : max_payload;
     u->w = calloc(u->n, sizeof *u->w);
@@ -413,8 +393,6 @@ struct cce4_uring *cce4_uring_start(struct fuse_session *se, unsigned per_queue,
         struct uring_worker *w = &u->w[i];
         w->u = u;
         w->qid = i % u->queues;
-        pthread_mutex_init(&w->m, NULL);
-        pthread_cond_init(&w->c, NULL);
         void *hdr = NULL, *payload = NULL;
         if (posix_memalign(&hdr, (size_t)page, (size_t)page) != 0 ||
             posix_memalign(&payload, (size_t)page, u->payload_sz) != 0) {
@@ -426,8 +404,7 @@ struct cce4_uring *cce4_uring_start(struct fuse_session *se, unsigned per_queue,
         w->payload = payload;
         w->iov[0] = (struct iovec){ .iov_base = w->hdr, .iov_len = sizeof *w->hdr };
         w->iov[1] = (struct iovec){ .iov_base = w->payload, .iov_len = u->payload_sz };
-        w->req_cap = sizeof(struct fuse_in_header) + URING_OP_IN_OUT_SZ + u->payload_sz;
-        w->req = malloc(w->req_cap);
+        w->req = malloc(sizeof(struct fuse_in_header) + URING_OP_IN_OUT_SZ + u->payload_sz);
         if (w->req == NULL) { *error = -ENOMEM; destroy(u); return NULL; }
         struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
         int rc = io_uring_queue_init_params(4, &w->ring, &p);
@@ -463,26 +440,25 @@ void cce4_uring_stop(struct cce4_uring *u) {
     ssize_t wr = write(u->stop_fd, &one, sizeof one);
     (void)wr;
     for (unsigned i = 0; i < u->n; i++) {
-        struct uring_worker *w = &u->w[i];
-        if (!w->started) continue;
-        pthread_mutex_lock(&w->m);
-        pthread_cond_signal(&w->c);
-        pthread_mutex_unlock(&w->m);
-        pthread_join(w->tid, NULL);
+        if (u->w[i].started) pthread_join(u->w[i].tid, NULL);
     }
     // The custom io stays installed (libfuse keeps it until the session is destroyed);
-    // with g_uring cleared it writes everything to /dev/fuse. The workers' buffers go; the
-    // small structures stay, since another thread (a notification) may be reading them.
+    // with g_uring cleared it writes everything to /dev/fuse. The workers' rings and
+    // buffers go; the small structures stay, since another thread (a notification) may be
+    // reading them.
     g_uring = NULL;
-    for (unsigned i = 0; i < u->n; i++) {
-        struct uring_worker *w = &u->w[i];
-        if (w->ring_ok) { io_uring_queue_exit(&w->ring); w->ring_ok = 0; }
-        free(w->payload); w->payload = NULL;
-        free(w->req); w->req = NULL;
-    }
+    for (unsigned i = 0; i < u->n; i++) release(&u->w[i]);
 }
 
-uint64_t cce4_uring_served(const struct cce4_uring *u) { return u ? atomic_load(&u->served) : 0; }
-int cce4_uring_registered(const struct cce4_uring *u) { return u ? atomic_load(&u->registered) : 0; }
+uint64_t cce4_uring_served(const struct cce4_uring *u) {
+    uint64_t n = 0;
+    for (unsigned i = 0; u != NULL && i < u->n; i++) n += atomic_load_explicit(&u->w[i].served, memory_order_relaxed);
+    return n;
+}
+int cce4_uring_entries_used(const struct cce4_uring *u) {
+    int n = 0;
+    for (unsigned i = 0; u != NULL && i < u->n; i++) n += u->w[i].used;
+    return n;
+}
 int cce4_uring_error(const struct cce4_uring *u) { return u ? atomic_load(&u->error) : 0; }
 unsigned cce4_uring_queues(const struct cce4_uring *u) { return u ? u->queues : 0; }

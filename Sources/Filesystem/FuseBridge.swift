@@ -153,9 +153,14 @@ public final class FuseSession: @unchecked Sendable {
     /// the kernel allows it) or /dev/fuse (`off`, the default); set before `run`.
     public enum UringMode: String, Sendable { case auto, on, off }
     public var uring = UringMode.off
-    /// Whether the kernel allows FUSE over io_uring: 1 (fuse.enable_uring=Y), 0 (N), -1 (a
-    /// kernel before 6.14, without the parameter).
-    public static var kernelUring: Int32 { cce4_uring_kernel_enabled() }
+    /// Why this kernel does not allow FUSE over io_uring, and how to change that; nil if it does.
+    public static var uringUnavailable: String? {
+        switch cce4_uring_kernel_enabled() {
+        case 1: return nil
+        case 0: return "the kernel has FUSE over io_uring turned off: as root run 'echo 1 > /sys/module/fuse/parameters/enable_uring' (or boot with fuse.enable_uring=1)"
+        default: return "this kernel has no FUSE over io_uring (it needs Linux 6.14 or later)"
+        }
+    }
     /// The io_uring transport while it runs.
     private var ring: OpaquePointer?
     /// The page filler (segment and open fill), while mounted with either on.
@@ -223,10 +228,7 @@ public final class FuseSession: @unchecked Sendable {
     /// `auto`, requests stay on /dev/fuse if it cannot start; with `on`, returns -errno.
     private func startUring(threads: Int) -> Int32? {
         guard let se = session, uring != .off else { return nil }
-        let allowed = Self.kernelUring
-        guard allowed == 1 else {
-            let why = allowed < 0 ? "this kernel has no FUSE over io_uring (Linux 6.14 or later has it)"
-                                  : "the kernel has it turned off (fuse.enable_uring=N)"
+        if let why = Self.uringUnavailable {
             if uring == .on { logger.error("uring=on: \(why)"); return -EOPNOTSUPP }
             logger.info("requests come through /dev/fuse", metadata: ["reason": "\(why)"])
             return nil
@@ -251,11 +253,11 @@ public final class FuseSession: @unchecked Sendable {
 
     private func stopUring() {
         guard let ring else { return }
-        let served = cce4_uring_served(ring), used = cce4_uring_registered(ring), error = cce4_uring_error(ring)
         cce4_uring_stop(ring)
+        let served = cce4_uring_served(ring), used = cce4_uring_entries_used(ring), error = cce4_uring_error(ring)
         self.ring = nil
         if error != 0 {
-            logger.error("FUSE over io_uring failed", metadata: ["errno": "\(-error)", "error": "\(String(cString: strerror(-error)))", "served": "\(served)"])
+            logger.error("FUSE over io_uring failed and ended the mount; mount with uring=off to use /dev/fuse", metadata: ["errno": "\(-error)", "error": "\(String(cString: strerror(-error)))", "served": "\(served)"])
         } else {
             logger.info("FUSE over io_uring stopped", metadata: ["served": "\(served)", "entries_used": "\(used)"])
         }

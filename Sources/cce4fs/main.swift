@@ -288,10 +288,8 @@ func parse(_ args: [String]) throws -> Config {
     c.source = positional[0]
     c.mountpoint = positional[1]
     if c.debug { c.logLevel = .debug }
-    if c.uring == .on && FuseSession.kernelUring != 1 {
-        throw Failure(message: FuseSession.kernelUring < 0
-            ? "uring=on: this kernel has no FUSE over io_uring (it needs Linux 6.14 or later); use uring=auto or uring=off"
-            : "uring=on: the kernel has FUSE over io_uring turned off; as root run 'echo 1 > /sys/module/fuse/parameters/enable_uring' (or boot with fuse.enable_uring=1), or use uring=auto", status: ExitStatus.usage)
+    if c.uring == .on, let why = FuseSession.uringUnavailable {
+        throw Failure(message: "uring=on: \(why); or mount with uring=auto or uring=off", status: ExitStatus.usage)
     }
     return c
 }

@@ -55,10 +55,11 @@ struct cce4_uring *cce4_uring_start(struct fuse_session *se, unsigned per_queue,
                                     unsigned spin_us, int *error);
 /// Stops and joins the workers (after the loop has ended).
 void cce4_uring_stop(struct cce4_uring *u);
-/// Requests answered through the rings; entries that have served a request; the first failure
-/// (-errno, or 0); the number of queues (the kernel's possible CPUs).
+/// Requests answered through the rings; entries that have served a request (both exact after
+/// cce4_uring_stop); the first failure (-errno, or 0); the number of queues (the kernel's
+/// possible CPUs).
 uint64_t cce4_uring_served(const struct cce4_uring *u);
-int cce4_uring_registered(const struct cce4_uring *u);
+int cce4_uring_entries_used(const struct cce4_uring *u);
 int cce4_uring_error(const struct cce4_uring *u);
 unsigned cce4_uring_queues(const struct cce4_uring *u);
 
