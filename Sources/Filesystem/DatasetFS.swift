@@ -19,6 +19,8 @@ public struct FSOptions: Sendable {
     /// How long the kernel may cache names and attributes: the snapshot is immutable.
     public var entryTimeout: Double = 86_400
     public var attrTimeout: Double = 86_400
+    /// Directory prefetch (`-o prefetch=`): see `PrefetchOptions`.
+    public var prefetch = PrefetchOptions()
     public init() {}
 }
 
@@ -37,10 +39,11 @@ public struct Attributes: Sendable, Equatable {
     public var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
 }
 
-/// One inode: the entry it names (nil for the root, which has none) and how often the
-/// kernel has looked it up.
+/// One inode: the entry it names (nil for the root, which has none), the directory it was
+/// found in, and how often the kernel has looked it up.
 struct Inode {
     let entry: DirectoryEntry?
+    var parent: SHA256Digest?
     var lookups: UInt64
 }
 
@@ -75,6 +78,8 @@ public final class DatasetFS: Sendable {
     public let gate: LeaseGate?
     /// The per-job log of opens (nil: not kept).
     public let accessLog: AccessLog?
+    /// Directory prefetch (nil: off).
+    let prefetcher: DirectoryPrefetcher?
 
     /// Fails fast, with the library's error (a `DatasetError`), unless the root opens: the
     /// right key, the right root hash, an intact object.
@@ -83,8 +88,9 @@ public final class DatasetFS: Sendable {
         self.options = options
         self.gate = gate
         self.accessLog = accessLog
+        prefetcher = options.prefetch.bytes > 0 ? DirectoryPrefetcher(options: options.prefetch) : nil
         shards = (0..<64).map { _ in Shard() }
-        shards[Int(Self.rootIno % 64)].table.withLock { $0[Self.rootIno] = Inode(entry: nil, lookups: 1) }
+        shards[Int(Self.rootIno % 64)].table.withLock { $0[Self.rootIno] = Inode(entry: nil, parent: nil, lookups: 1) }
         _ = try reader.rootDirectory()
     }
 
@@ -179,19 +185,20 @@ public final class DatasetFS: Sendable {
         do { found = try l.lookup(name) } catch { throw FSError(EIO, "directory \(reader.objectKey(ofDirectory: hash)): \(error)") }
         guard let entry = found else { throw FSError(ENOENT, "no such entry") }
         let ino = ino(for: entry, parentHash: hash)
-        try record(entry, as: ino)
+        try record(entry, as: ino, in: hash)
         return attributes(ino: ino, entry: entry)
     }
 
-    /// Records an inode for `entry` under `ino` (or bumps its count): one kernel reference.
-    func record(_ entry: DirectoryEntry, as ino: UInt64) throws(FSError) {
+    /// Records an inode for `entry` of directory `parent` under `ino` (or bumps its count):
+    /// one kernel reference.
+    func record(_ entry: DirectoryEntry, as ino: UInt64, in parent: SHA256Digest) throws(FSError) {
         let clash = shard(ino).table.withLock { table -> Bool in
             if var existing = table[ino] {
                 guard existing.entry?.target == entry.target else { return true }
                 existing.lookups += 1
                 table[ino] = existing
             } else {
-                table[ino] = Inode(entry: entry, lookups: 1)
+                table[ino] = Inode(entry: entry, parent: parent, lookups: 1)
             }
             return false
         }
@@ -235,7 +242,7 @@ public final class DatasetFS: Sendable {
             do { e = try l.entry(at: off - 2) } catch { throw FSError(EIO, "directory \(reader.objectKey(ofDirectory: hash)): \(error)") }
             let child = self.ino(for: e, parentHash: hash)
             guard accept(DirectoryItem(name: e.name, attributes: attributes(ino: child, entry: e), nextOffset: off + 1)) else { return }
-            if plus { try record(e, as: child) }
+            if plus { try record(e, as: child, in: hash) }
             off += 1
         }
     }
@@ -245,11 +252,13 @@ public final class DatasetFS: Sendable {
     public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> DatasetFile {
         try gate?.check()
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { throw FSError(EROFS, "dataset is read-only") }
-        switch try inode(ino).entry?.target {
+        let node = try inode(ino)
+        switch node.entry?.target {
         case .file(let f)?:
             let file: DatasetFile
             do { file = try reader.open(f) } catch { throw FSError.from(error) }
             accessLog?.opened(file, fileID: f.fileID)
+            if let prefetcher, let parent = node.parent { prefetcher.opened(ino, in: parent, fs: self) }
             return file
         case nil, .directory?: throw FSError(EISDIR, "is a directory")
         case .symlink?: throw FSError(ELOOP, "is a symlink")
@@ -299,6 +308,12 @@ public final class DatasetFS: Sendable {
 
     /// The inode numbers the kernel holds references to (the root included).
     public func knownInodes() -> [UInt64] { shards.flatMap { s in s.table.withLock { Array($0.keys) } } }
+
+    /// Directory prefetch so far: scans finished, objects and bytes handed to the store.
+    public var prefetchStatistics: (scans: Int, objects: Int, bytes: Int64) { prefetcher?.statistics ?? (0, 0, 0) }
+
+    /// Stops starting prefetch work (at unmount); work in flight ends at its next batch.
+    public func stopPrefetch() { prefetcher?.stop() }
 
     /// Inodes the kernel currently holds references to (for tests and statfs).
     public var inodeCount: Int { shards.reduce(0) { n, s in n + s.table.withLock { $0.count } } }

@@ -281,6 +281,7 @@ public final class FuseSession: @unchecked Sendable {
     public func close() {
         guard let se = session else { return }
         filler?.stop()
+        fs.stopPrefetch()
         if mounted { fuse_session_unmount(se); mounted = false }
         fuse_remove_signal_handlers(se)
         fuse_session_destroy(se)

@@ -142,6 +142,13 @@ public protocol ObjectStore: Sendable {
     func list(prefix: String, startAfter: ObjectKey?, maxKeys: Int) throws(ObjectStoreError) -> ObjectListPage
     /// Removes an object. Removing a missing object succeeds (as in S3).
     func delete(_ key: ObjectKey) throws(ObjectStoreError)
+    /// A hint: these objects (with the sizes the caller expects) are likely to be read soon,
+    /// whole. A store that can fetch ahead starts now (`file://`: the kernel reads them into
+    /// its page cache); others ignore it. Blocks the caller only while the requests are
+    /// issued; never fails (a missing or odd object is skipped and left for the read that
+    /// needs it to report). Returns how many objects it started to fetch.
+    @discardableResult
+    func warm(_ objects: [(key: ObjectKey, size: Int64)]) -> Int
 }
 
 /// The generic reader: a ranged read per call, pinned to the version first seen (If-Match),
@@ -166,6 +173,9 @@ public struct PinnedReader: ObjectReader {
 }
 
 extension ObjectStore {
+    @discardableResult
+    public func warm(_ objects: [(key: ObjectKey, size: Int64)]) -> Int { 0 }
+
     public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader { try PinnedReader(store: self, key: key) }
 
     /// Reads `range` (or the whole object) into a new array; short only if the object is shorter.

@@ -14,6 +14,15 @@ public final class S3ObjectStore: ObjectStore {
     let client: CurlClient
     /// Ciphertext blocks of open readers (nil when blockSize is 0).
     let cache: BlockCache?
+    /// Objects `warm` has opened ahead: the ETag and size of its GET (whose first block went
+    /// into the cache) and when. `openReader` takes an entry once, within `warmLifetime`,
+    /// instead of sending a GET of its own.
+    private let warmed = Mutex<[ObjectKey: (etag: String, size: Int64, at: UInt64)]>([:])
+    /// How long an object opened ahead stays usable (nanoseconds), and how many are kept.
+    static let warmLifetime: UInt64 = 60_000_000_000
+    static let warmedLimit = 16_384
+    /// GETs `warm` keeps in flight.
+    static let warmConcurrency = 8
 
     public init(config: S3Config) throws(ObjectStoreError) {
         self.config = config
@@ -205,6 +214,14 @@ public final class S3ObjectStore: ObjectStore {
     /// every file open reads anyway (the stream header). Without it, or for an empty object
     /// (416), a HEAD.
     public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
+        if let w = warmed.withLock({ $0.removeValue(forKey: key) }), DispatchTime.now().uptimeNanoseconds - w.at < Self.warmLifetime {
+            return S3ObjectReader(store: self, key: key, size: w.size, etag: w.etag)
+        }
+        return try openFetching(key)
+    }
+
+    /// An open that sends the GET of the first block (or a HEAD, without the cache).
+    func openFetching(_ key: ObjectKey) throws(ObjectStoreError) -> S3ObjectReader {
         if let cache {
             let bs = cache.blockSize
             var buf = [UInt8](repeating: 0, count: bs)
@@ -234,6 +251,44 @@ public final class S3ObjectStore: ObjectStore {
         }
         let info = try head(key)
         return S3ObjectReader(store: self, key: key, size: info.size, etag: info.etag)
+    }
+
+    /// Opens objects of at most one block ahead, `warmConcurrency` GETs at a time: each GET's
+    /// bytes go into the block cache and its ETag and size are kept for the `openReader` that
+    /// follows, which then sends nothing. Objects larger than a block, of another size than
+    /// expected, or past half the cache's budget are skipped; so is everything without the
+    /// block cache. Returns when the GETs have finished.
+    @discardableResult
+    public func warm(_ objects: [(key: ObjectKey, size: Int64)]) -> Int {
+        guard let cache else { return 0 }
+        let bs = Int64(cache.blockSize)
+        var picked = [(key: ObjectKey, size: Int64)]()
+        var bytes: Int64 = 0
+        for o in objects where o.size > 0 && o.size <= bs {
+            guard bytes + o.size <= Int64(cache.budget / 2) else { break }
+            picked.append(o)
+            bytes += o.size
+        }
+        guard !picked.isEmpty else { return 0 }
+        let todo = picked
+        let next = Atomic<Int>(0), started = Atomic<Int>(0)
+        let group = DispatchGroup()
+        for _ in 0..<min(Self.warmConcurrency, todo.count) {
+            DispatchQueue.global(qos: .utility).async(group: group) { [self] in
+                while true {
+                    let i = next.add(1, ordering: .relaxed).oldValue
+                    guard i < todo.count else { return }
+                    guard let r = try? openFetching(todo[i].key), r.size == todo[i].size else { continue }
+                    warmed.withLock { w in
+                        if w.count >= Self.warmedLimit { w.removeAll() }
+                        w[todo[i].key] = (r.etag, r.size, DispatchTime.now().uptimeNanoseconds)
+                    }
+                    started.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        group.wait()
+        return started.load(ordering: .relaxed)
     }
 
     public func makeWriter(_ key: ObjectKey, ifAbsent: Bool) throws(ObjectStoreError) -> ObjectWriter {

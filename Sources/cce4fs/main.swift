@@ -71,6 +71,11 @@ Options (-o, comma-separated; may be repeated):
   open_fill=SIZE         files of at most SIZE are decrypted whole when first opened and put
                          into the page cache before open returns, so reading them needs no
                          round trip (default: 128K; 0 turns it off; at most 1M)
+  prefetch=SIZE          once 8 files of one directory have been opened, the store objects
+                         of its other files of at most 1 MiB are fetched ahead in the
+                         background (file://: into the kernel's page cache), up to SIZE per
+                         directory (default: 1G; 0 turns it off). Ciphertext only; the lease
+                         is checked before each batch
   attr_timeout=SECONDS   how long the kernel caches attributes and names (default: 86400;
                          the version never changes)
   log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
@@ -217,6 +222,10 @@ func parse(_ args: [String]) throws -> Config {
         case "open_fill":
             guard let n = parseSize(try value()), n >= 0, n <= 1 << 20 else { throw Failure(message: "open_fill must be a size of at most 1M (0 turns it off), as in open_fill=64K", status: ExitStatus.usage) }
             c.openFillMax = n
+        case "prefetch":
+            let text = try value()
+            guard let n = text == "0" ? 0 : parseSize(text), n >= 0, n <= 1 << 40 else { throw Failure(message: "prefetch must be a size (0 turns it off), as in prefetch=1G", status: ExitStatus.usage) }
+            c.fsOptions.prefetch.bytes = Int64(n)
         case "cache_size":
             guard let n = parseSize(try value()), n >= 1 << 20 else { throw Failure(message: "cache_size must be a size of at least 1M, as in cache_size=256M", status: ExitStatus.usage) }
             c.cacheBytes = n

@@ -5,6 +5,7 @@ import Filesystem
 import Foundation
 import ObjectStore
 import TestSupport
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +16,7 @@ final class FSFixture: @unchecked Sendable {
     let fs: DatasetFS
     let files: [String: [UInt8]]
 
-    init(options: FSOptions = FSOptions()) throws {
+    init(options: FSOptions = FSOptions(), gate: LeaseGate? = nil, wrap: ((any ObjectStore) -> any ObjectStore)? = nil) throws {
         var rng = SeededGenerator(seed: 21)
         var files = [String: [UInt8]]()
         for i in 0..<30 { files["d\(i % 3)/f\(i).bin"] = rng.bytes(i * 1000) }
@@ -25,7 +26,7 @@ final class FSFixture: @unchecked Sendable {
         let store = try FileObjectStore(root: dir.sub("store"), create: true)
         let key = try SecureBytes.random(count: 32)
         let root = try Packer(store: store, datasetID: "fs", key: key).pack(source: dir.sub("src")).root
-        fs = try DatasetFS(reader: DatasetReader(store: store, datasetID: "fs", root: root, key: key), options: options)
+        fs = try DatasetFS(reader: DatasetReader(store: wrap?(store) ?? store, datasetID: "fs", root: root, key: key), options: options, gate: gate)
         self.files = files
     }
 
@@ -159,5 +160,121 @@ struct DirectoryCacheTests {
             }
         }
         #expect(reader.directoryCacheUsage.listings < 21, "evictions happened")
+    }
+}
+
+/// A store that forwards everything and records the `warm` hints it is given.
+final class WarmRecorder: ObjectStore, @unchecked Sendable {
+    let inner: any ObjectStore
+    let warmed = Mutex<[[(key: ObjectKey, size: Int64)]]>([])
+    /// Called on each `warm`, before it is recorded.
+    let onWarm: @Sendable () -> Void
+    init(_ inner: any ObjectStore, onWarm: @escaping @Sendable () -> Void = {}) { self.inner = inner; self.onWarm = onWarm }
+    var url: String { inner.url }
+    var keys: [String] { warmed.withLock { $0.flatMap { $0.map(\.key.rawValue) } } }
+    func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader { try inner.openReader(key) }
+    func read(_ key: ObjectKey, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch: String?) throws(ObjectStoreError) -> ReadResult {
+        try inner.read(key, at: offset, into: buffer, ifMatch: ifMatch)
+    }
+    func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo { try inner.head(key) }
+    func makeWriter(_ key: ObjectKey, ifAbsent: Bool) throws(ObjectStoreError) -> ObjectWriter { try inner.makeWriter(key, ifAbsent: ifAbsent) }
+    func list(prefix: String, startAfter: ObjectKey?, maxKeys: Int) throws(ObjectStoreError) -> ObjectListPage {
+        try inner.list(prefix: prefix, startAfter: startAfter, maxKeys: maxKeys)
+    }
+    func delete(_ key: ObjectKey) throws(ObjectStoreError) { try inner.delete(key) }
+    func warm(_ objects: [(key: ObjectKey, size: Int64)]) -> Int {
+        onWarm()
+        warmed.withLock { $0.append(objects) }
+        return inner.warm(objects)
+    }
+}
+
+@Suite("Directory prefetch (no FUSE)")
+struct PrefetchTests {
+    /// d0's files (f0, f3 … f27: 0 to 27,000 bytes) in directory order, with their objects.
+    static func objects(_ fx: FSFixture, _ dir: String) throws -> [(name: String, ino: UInt64, key: String, size: Int64)] {
+        let fs = fx.fs
+        let d = try fs.lookup(parent: DatasetFS.rootIno, name: Array(dir.utf8)).ino
+        return try fx.names(d).filter { $0.hasSuffix(".bin") }.map { name in
+            let a = try fs.lookup(parent: d, name: Array(name.utf8))
+            guard case .entry(let e, _) = try fs.reader.resolve(dir + "/" + name), case .file(let f) = e.target else { throw FSError(EIO, "not a file") }
+            let part = f.parts[0]
+            return (name, a.ino, try fs.reader.layout.storeKey(part.key).rawValue, part.size)
+        }
+    }
+
+    @Test("the 3rd distinct file opened in a directory starts one prefetch of its small files' objects, in directory order, within the byte budget; repeats and other directories count apart")
+    func threshold() throws {
+        var o = FSOptions()
+        o.prefetch.after = 3
+        o.prefetch.fileMax = 20_000
+        let recorder = Mutex<WarmRecorder?>(nil)
+        let fx = try FSFixture(options: o, wrap: { s in let r = WarmRecorder(s); recorder.withLock { $0 = r }; return r })
+        let rec = try #require(recorder.withLock { $0 })
+        let fs = fx.fs
+        let d0 = try Self.objects(fx, "d0"), d1 = try Self.objects(fx, "d1")
+        // The same file three times, and a second one: two distinct files, nothing yet.
+        for ino in [d0[0].ino, d0[0].ino, d0[0].ino, d0[1].ino] { _ = try fs.open(ino, flags: O_RDONLY) }
+        // Two files of d1: counted for d1 only.
+        for f in d1.prefix(2) { _ = try fs.open(f.ino, flags: O_RDONLY) }
+        usleep(100_000)
+        #expect(rec.keys.isEmpty && fs.prefetchStatistics.scans == 0)
+        _ = try fs.open(d0[2].ino, flags: O_RDONLY)
+        #expect(eventually { fs.prefetchStatistics.scans == 1 })
+        let small = d0.filter { $0.size <= 20_000 }
+        #expect(small.count > 3 && small.count < d0.count)
+        #expect(rec.keys == small.map(\.key))
+        #expect(fs.prefetchStatistics.objects == small.count && fs.prefetchStatistics.bytes == small.reduce(0) { $0 + $1.size })
+        // More opens in d0 start nothing more; d1's third file starts d1's.
+        for f in d0.suffix(4) { _ = try fs.open(f.ino, flags: O_RDONLY) }
+        _ = try fs.open(d1[2].ino, flags: O_RDONLY)
+        #expect(eventually { fs.prefetchStatistics.scans == 2 })
+        usleep(100_000)
+        #expect(rec.warmed.withLock { $0.count } == 2)
+        #expect(Array(rec.keys.suffix(d1.filter { $0.size <= 20_000 }.count)) == d1.filter { $0.size <= 20_000 }.map(\.key))
+
+        // A budget: the directory's first objects whose sizes fit in it.
+        var ob = o
+        ob.prefetch.bytes = 20_000
+        let rb = Mutex<WarmRecorder?>(nil)
+        let fb = try FSFixture(options: ob, wrap: { s in let r = WarmRecorder(s); rb.withLock { $0 = r }; return r })
+        let recB = try #require(rb.withLock { $0 })
+        let b0 = try Self.objects(fb, "d0")
+        for f in b0.prefix(3) { _ = try fb.fs.open(f.ino, flags: O_RDONLY) }
+        #expect(eventually { fb.fs.prefetchStatistics.scans == 1 })
+        var budget: Int64 = 0
+        let expected = b0.filter { $0.size <= 20_000 }.filter { f in
+            guard budget + f.size <= 20_000 else { return false }
+            budget += f.size
+            return true
+        }
+        #expect(!expected.isEmpty && recB.keys == expected.map(\.key))
+    }
+
+    @Test("prefetch=0 warms nothing; a lapsed lease stops a prefetch at its next batch")
+    func offAndLease() throws {
+        var off = FSOptions()
+        off.prefetch.bytes = 0
+        off.prefetch.after = 1
+        let r0 = Mutex<WarmRecorder?>(nil)
+        let f0 = try FSFixture(options: off, wrap: { s in let r = WarmRecorder(s); r0.withLock { $0 = r }; return r })
+        for f in try Self.objects(f0, "d0") { _ = try f0.fs.open(f.ino, flags: O_RDONLY) }
+        usleep(200_000)
+        #expect(try #require(r0.withLock { $0 }).keys.isEmpty && f0.fs.prefetchStatistics.scans == 0)
+
+        // Batches of one object, one lane: the lease lapses during the first batch, so the
+        // prefetch ends after it.
+        var o = FSOptions()
+        o.prefetch.after = 1
+        o.prefetch.batch = 1
+        o.prefetch.lanes = 1
+        let gate = LeaseGate(expiresAt: UInt64.max / 2000, keys: [])
+        let rl = Mutex<WarmRecorder?>(nil)
+        let fl = try FSFixture(options: o, gate: gate, wrap: { s in let r = WarmRecorder(s, onWarm: { gate.lapse("test") }); rl.withLock { $0 = r }; return r })
+        let l0 = try Self.objects(fl, "d0")
+        _ = try fl.fs.open(l0[0].ino, flags: O_RDONLY)
+        #expect(eventually { fl.fs.prefetchStatistics.scans == 1 })
+        #expect(try #require(rl.withLock { $0 }).keys.count == 1)
+        #expect(throws: FSError.self) { _ = try fl.fs.open(l0[1].ino, flags: O_RDONLY) }
     }
 }

@@ -457,16 +457,6 @@ struct MountTests {
         return flags & Int(O_NONBLOCK) != 0
     }
 
-    /// Pages of `path` resident in the page cache (mincore over a shared mapping).
-    static func resident(_ fd: Int32, pages: Int) -> [Bool] {
-        let len = pages * 4096
-        guard let map = mmap(nil, len, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { return [] }
-        defer { munmap(map, len) }
-        var vec = [UInt8](repeating: 0, count: pages)
-        guard mincore(map, len, &vec) == 0 else { return [] }
-        return vec.map { $0 & 1 == 1 }
-    }
-
     @Test("segment fill: a 4 KiB read puts the other whole pages of its segment into the page cache, with the source's bytes; segment_fill=0 does not",
           arguments: StoreKind.allCases)
     func segmentFill(_ kind: StoreKind) throws {
@@ -481,14 +471,14 @@ struct MountTests {
             // The kernel reads just the requested page of a random read.
             _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)
             // Segment 1 holds plaintext 16,328..<32,696: whole pages 4, 5 and 6. Read page 5.
-            #expect(Self.resident(fd, pages: 9) == Array(repeating: false, count: 9))
+            #expect(residentPages(fd, pages: 9) == Array(repeating: false, count: 9))
             var page = [UInt8](repeating: 0, count: 4096)
             #expect(page.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4096, 5 * 4096) } == 4096)
             // The filler works in the background: give it a moment.
-            var pages = Self.resident(fd, pages: 9)
+            var pages = residentPages(fd, pages: 9)
             for _ in 0..<100 where fill && !(pages[4] && pages[6]) {
                 usleep(20_000)
-                pages = Self.resident(fd, pages: 9)
+                pages = residentPages(fd, pages: 9)
             }
             let expected = fill ? [false, false, false, false, true, true, true, false, false]
                                 : [false, false, false, false, false, true, false, false, false]
@@ -520,7 +510,7 @@ struct MountTests {
             let fd = open(m.path + "/" + f, O_RDONLY)
             try #require(fd >= 0)
             defer { close(fd) }
-            let pages = Self.resident(fd, pages: 8)
+            let pages = residentPages(fd, pages: 8)
             #expect(pages == Array(repeating: fill, count: 8), "\(fill ? "fill" : "no fill"): resident pages \(pages)")
             let (a, _) = preadAll(fx.src + "/" + f, 0, 40_000), (b, e) = preadAll(m.path + "/" + f, 0, 40_000)
             #expect(e == 0 && a.count == 32_696 && bytesEqual(a, b))
@@ -528,7 +518,7 @@ struct MountTests {
             let big = open(m.path + "/sizes/many.bin", O_RDONLY)
             try #require(big >= 0)
             defer { close(big) }
-            #expect(Self.resident(big, pages: 32) == Array(repeating: false, count: 32))
+            #expect(residentPages(big, pages: 32) == Array(repeating: false, count: 32))
             // Concurrent opens of files being filled (an OPEN waits for a fill of its inode):
             // 4 readers per file at once, each gets the source's bytes.
             let cohort = fx.tree.files.filter { $0.hasPrefix("cohort/") }.prefix(200)
@@ -549,6 +539,64 @@ struct MountTests {
         #expect(bad.status == 64 && bad.stderr.contains("open_fill must be a size of at most 1M"), "\(bad.stderr)")
         let badSpin = try run(Repo.binary("cce4fs"), [fx.store, fx.dir.sub("m-ofill"), "-o", "dataset=big,root=\(fx.root),insecure_key_file=\(fx.key),spin=20000"])
         #expect(badSpin.status == 64 && badSpin.stderr.contains("spin must be 0...10000"), "\(badSpin.stderr)")
+    }
+
+    @Test("directory prefetch: the 8th distinct file opened in a directory brings its other small files' objects into the store's page cache, not larger ones; 7 opens or prefetch=0 do not; reads stay exact")
+    func directoryPrefetch() throws {
+        let dir = TempDir("cce4-prefetch")
+        var rng = SeededGenerator(seed: 88)
+        var src = [String: [UInt8]]()
+        // 40 files of 20,000-23,900 bytes (objects of 20-25 KB), and one of 3 MiB (above the
+        // 1 MiB limit).
+        for i in 0..<40 { src[String(format: "scan/f%02d.bin", i)] = rng.bytes(20_000 + 100 * i) }
+        src["scan/big.bin"] = rng.bytes(3 << 20)
+        for (p, b) in src { try writeFile(dir.sub("src/" + p), b) }
+        let store = dir.sub("store")
+        let root = try packWithCLI(source: dir.sub("src"), store: "file://" + store, dataset: "pf", keyFile: dir.sub("k"))
+        // The store's objects: the files' by their size (directory objects are a few KB).
+        var small = [String](), large = [String]()
+        let walker = FileManager.default.enumerator(atPath: store)!
+        while let rel = walker.nextObject() as? String {
+            guard !rel.hasPrefix(".cce4-"), let size = (try? FileManager.default.attributesOfItem(atPath: store + "/" + rel))?[.size] as? NSNumber,
+                  (try? FileManager.default.attributesOfItem(atPath: store + "/" + rel))?[.type] as? FileAttributeType == .typeRegular else { continue }
+            if (20_000...25_000).contains(size.intValue) { small.append(store + "/" + rel) } else if size.intValue > 3 << 20 { large.append(store + "/" + rel) }
+        }
+        try #require(small.count == 40 && large.count == 1, "\(small.count) small and \(large.count) large objects")
+        func resident(_ path: String, pages: Int) -> Int {
+            let fd = open(path, O_RDONLY)
+            defer { close(fd) }
+            return residentPages(fd, pages: pages).filter { $0 }.count
+        }
+        /// Small objects resident whole.
+        func residentSmall() -> Int { small.filter { resident($0, pages: 5) == 5 }.count }
+        let names = src.keys.filter { $0 != "scan/big.bin" }.sorted()
+        for (extra, opens, expectAll) in [([String](), 8, true), ([], 7, false), (["prefetch=0"], 8, false)] {
+            for o in small + large { dropPageCache(o) }
+            try #require(residentSmall() == 0, "the page cache of \(store) cannot be dropped (tmpfs?)")
+            let m = try TestMount(store: "file://" + store, mountpoint: dir.sub("m"), dataset: "pf", root: root, keyFile: dir.sub("k"), extra: extra)
+            defer { m.unmount() }
+            // Open and read `opens` distinct files, one of them twice (counted once).
+            for n in [names[0]] + names.prefix(opens) {
+                let (b, e) = preadAll(m.path + "/" + n, 0, 30_000)
+                #expect(e == 0 && bytesEqual(b, src[n]!))
+            }
+            let label = "\(extra) after \(opens) opens"
+            if expectAll {
+                #expect(eventually { residentSmall() == 40 }, "\(label): \(residentSmall()) of 40 small objects resident")
+            } else {
+                usleep(500_000)
+                #expect(residentSmall() == opens, "\(label): \(residentSmall()) small objects resident, expected only the \(opens) opened")
+            }
+            #expect(resident(large[0], pages: 64) == 0, "\(label): the 3 MiB file's object was prefetched")
+            // Every file reads back exactly afterwards.
+            for n in names + ["scan/big.bin"] {
+                let (b, e) = preadAll(m.path + "/" + n, 0, 4 << 20)
+                #expect(e == 0 && bytesEqual(b, src[n]!), "\(label): \(n)")
+            }
+        }
+        // The option is checked.
+        let bad = try run(Repo.binary("cce4fs"), ["file://" + store, dir.sub("m"), "-o", "dataset=pf,root=\(root),insecure_key_file=\(dir.sub("k")),prefetch=lots"])
+        #expect(bad.status == 64 && bad.stderr.contains("prefetch must be a size"), "\(bad.stderr)")
     }
 
     @Test("a 100,000-file directory lists completely (ls -f)", arguments: StoreKind.allCases)

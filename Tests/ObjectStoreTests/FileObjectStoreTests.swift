@@ -35,6 +35,32 @@ struct FileObjectStoreTests {
         }
     }
 
+    @Test("warm: an object of the expected size is read into the page cache in the background; missing, wrong-size and non-regular objects are skipped")
+    func warm() throws {
+        let dir = TempDir()
+        let store = try FileObjectStore(root: dir.path)
+        var rng = SeededGenerator(seed: 5)
+        let a = rng.bytes(256 << 10), b = rng.bytes(64 << 10)
+        try store.put(k("w/a"), a)
+        try store.put(k("w/b"), b)
+        try #require(mkfifo(dir.sub("w/fifo"), 0o600) == 0)
+        func resident(_ name: String, _ pages: Int) -> [Bool] {
+            let fd = open(dir.sub(name), O_RDONLY)
+            defer { close(fd) }
+            return residentPages(fd, pages: pages)
+        }
+        for n in ["w/a", "w/b"] { dropPageCache(dir.sub(n)) }
+        try #require(resident("w/a", 64) == Array(repeating: false, count: 64), "the page cache of \(dir.path) cannot be dropped (tmpfs?)")
+        // One object started: a (b's size is not the one expected, the others are not objects).
+        let started = store.warm([(try k("w/a"), Int64(a.count)), (try k("w/b"), 1), (try k("w/missing"), 10), (try k("w/fifo"), 0)])
+        #expect(started == 1)
+        #expect(eventually { resident("w/a", 64) == Array(repeating: true, count: 64) }, "a is not resident: \(resident("w/a", 64))")
+        #expect(resident("w/b", 16) == Array(repeating: false, count: 16))
+        // Nothing changed: the object reads back the same, and nothing was written.
+        #expect(try store.get(k("w/a")).bytes == a)
+        #expect(try store.listAll(prefix: "w/").map(\.key.rawValue) == ["w/a", "w/b"])
+    }
+
     @Test("an aborted writer leaves neither the object nor a temp file; readers never see partial objects")
     func atomic() throws {
         let dir = TempDir()

@@ -127,6 +127,52 @@ struct S3ObjectStoreTests {
         #expect(Date().timeIntervalSince(start) < 5)
     }
 
+    @Test("warm: objects of one block are opened ahead with one GET each, 8 at a time; their opens and reads then send nothing; larger, wrong-size and missing objects are skipped")
+    func warm() throws {
+        var o = S3Options()
+        o.blockSize = 64 << 10
+        let store = try open("warm", options: o) as! S3ObjectStore
+        var rng = SeededGenerator(seed: 9)
+        var objects = [(key: ObjectKey, size: Int64)](), bodies = [ObjectKey: [UInt8]]()
+        for i in 0..<24 {
+            let b = rng.bytes(1000 + 4000 * i)
+            let key = try k("w/o\(i)")
+            try store.put(key, b)
+            objects.append((key, Int64(b.count)))
+            bodies[key] = b
+        }
+        let big = rng.bytes(200 << 10)
+        try store.put(k("w/big"), big)
+        let before = store.requestCounts.requests
+        // 24 small ones (the last few are above the 64 KiB block, so skipped), a wrong size, a
+        // missing object, and one larger than a block.
+        let fits = objects.filter { $0.size <= 64 << 10 }
+        let started = store.warm(objects + [(try k("w/o0"), 5), (try k("w/missing"), 100), (try k("w/big"), Int64(big.count))])
+        #expect(fits.count > 10 && fits.count < objects.count)
+        #expect(started == fits.count)
+        let sent = store.requestCounts.requests - before
+        // One GET each, one more for the wrong-size entry of w/o0 and one for the missing
+        // object; none for w/big.
+        #expect(sent == fits.count + 2, "\(sent) requests")
+        // Opening and reading each warmed object sends nothing more, and gets its bytes.
+        let mid = store.requestCounts.requests
+        for (key, _) in fits {
+            let r = try store.openReader(key)
+            var buf = [UInt8](repeating: 0, count: Int(r.size))
+            let n = try buf.withUnsafeMutableBytes { try r.read(at: 0, into: $0) }
+            #expect(n == buf.count && buf == bodies[key])
+        }
+        #expect(store.requestCounts.requests == mid, "\(store.requestCounts.requests - mid) requests for warmed objects")
+        // An entry is taken once: a second open sends its own GET.
+        _ = try store.openReader(fits[0].key)
+        #expect(store.requestCounts.requests == mid + 1)
+        // Without the block cache, warm does nothing.
+        var none = S3Options()
+        none.blockSize = 0
+        let plain = try open("warm-nocache", options: none)
+        #expect(plain.warm(fits) == 0)
+    }
+
     @Test("connections are reused: many requests, few TCP connections")
     func connectionReuse() throws {
         // moto answers every request with "Connection: close", so reuse is measured through

@@ -399,3 +399,32 @@ public enum EchoServer {
     }()
     nonisolated(unsafe) private static var keep: LoopbackScript?
 }
+
+/// Which of the first `pages` pages of the open file `fd` are in the page cache (mincore
+/// over a shared mapping); empty if the file cannot be mapped.
+public func residentPages(_ fd: Int32, pages: Int) -> [Bool] {
+    let len = pages * 4096
+    guard let map = mmap(nil, len, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { return [] }
+    defer { munmap(map, len) }
+    var vec = [UInt8](repeating: 0, count: pages)
+    guard mincore(map, len, &vec) == 0 else { return [] }
+    return vec.map { $0 & 1 == 1 }
+}
+
+/// Drops the clean pages of the file at `path` from the page cache (POSIX_FADV_DONTNEED).
+public func dropPageCache(_ path: String) {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return }
+    _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+    close(fd)
+}
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass; returns whether it held.
+public func eventually(within seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+    let end = Date().addingTimeInterval(seconds)
+    while Date() < end {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
