@@ -1,5 +1,6 @@
 // file://DIR: any POSIX directory (local disk, NFS, a JuiceFS mount) as an object store.
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -15,8 +16,14 @@ public final class FileObjectStore: ObjectStore {
     /// The absolute directory path.
     public let root: String
     static let tempDir = ".cce4-tmp"
+    /// How far ahead of a sequential stream of large reads (≥ 256 KiB) of one object the
+    /// kernel is asked to read (`POSIX_FADV_WILLNEED`, topped up each time half of it has been
+    /// read); 0 leaves it to the kernel's own readahead.
+    public let readahead: Int64
+    public static let defaultReadahead: Int64 = 64 << 20
 
-    public init(root path: String, create: Bool = false) throws(ObjectStoreError) {
+    public init(root path: String, create: Bool = false, readahead: Int64 = FileObjectStore.defaultReadahead) throws(ObjectStoreError) {
+        self.readahead = max(0, readahead)
         var abs = path
         if !abs.hasPrefix("/") {
             abs = FileManager.default.currentDirectoryPath + "/" + abs
@@ -70,7 +77,7 @@ public final class FileObjectStore: ObjectStore {
 
     /// One ranged read: the object opened as a `FileObjectReader`, read once, closed.
     public func read(_ key: ObjectKey, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch: String?) throws(ObjectStoreError) -> ReadResult {
-        let reader = try FileObjectReader(path: path(key), key: key)
+        let reader = try FileObjectReader(path: path(key), key: key, readahead: 0)
         if let ifMatch, ifMatch != reader.etag {
             throw ObjectStoreError(.preconditionFailed, key: key.rawValue, "object changed since it was opened")
         }
@@ -79,7 +86,7 @@ public final class FileObjectStore: ObjectStore {
     }
 
     public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
-        try FileObjectReader(path: path(key), key: key)
+        try FileObjectReader(path: path(key), key: key, readahead: readahead)
     }
 
     public func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo {
@@ -174,9 +181,15 @@ final class FileObjectReader: ObjectReader {
     let size: Int64
     let etag: String
     private let fd: Int32
+    /// Sequential streams: where the last large read ended, and where the window handed to
+    /// the kernel's readahead ends.
+    private let stream = Mutex<(end: Int64, ahead: Int64)>((0, 0))
+    private let aheadWindow: Int64
+    static let hintChunk: Int64 = 4 << 20
 
-    init(path: String, key: ObjectKey) throws(ObjectStoreError) {
+    init(path: String, key: ObjectKey, readahead: Int64) throws(ObjectStoreError) {
         self.key = key
+        aheadWindow = readahead
         // O_NONBLOCK: a FIFO planted in a shared store directory must not hang the reader
         // before the regular-file check below (it has no effect on regular files).
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
@@ -206,7 +219,30 @@ final class FileObjectReader: ObjectReader {
             if n == 0 { break }
             done += n
         }
+        if aheadWindow > 0, done >= 256 << 10 { readAhead(offset, done) }
         return done
+    }
+
+    /// A large read that continues the last one (within 4 MiB: concurrent FUSE workers deliver a
+    /// stream slightly out of order) keeps the window ahead of it in the kernel's readahead,
+    /// `aheadWindow` deep, topped up each time half of it has been read.
+    private func readAhead(_ offset: Int64, _ count: Int) {
+        let end = offset + Int64(count), window = aheadWindow
+        let hint: Range<Int64>? = stream.withLock { s in
+            defer { s.end = max(s.end, end) }
+            guard abs(offset - s.end) <= 4 << 20, end + window / 2 > s.ahead, end < size else { return nil }
+            let from = max(s.ahead, end), to = min(size, end + window)
+            s.ahead = to
+            return from < to ? from..<to : nil
+        }
+        guard let hint else { return }
+        // In chunks: the kernel caps one WILLNEED at the device's readahead size (ra_pages).
+        var at = hint.lowerBound
+        while at < hint.upperBound {
+            let n = min(Self.hintChunk, hint.upperBound - at)
+            _ = posix_fadvise(fd, off_t(at), off_t(n), POSIX_FADV_WILLNEED)
+            at += n
+        }
     }
 }
 

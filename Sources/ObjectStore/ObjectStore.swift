@@ -238,12 +238,12 @@ public enum ObjectStores {
     /// directory is made if missing; otherwise a missing directory is an error.
     /// `s3://BUCKET[/PREFIX]`, configured by `s3` and the AWS_* variables in `environment`
     /// (see `S3Config.resolve`); the bucket must exist (`create` does not make one).
-    public static func open(url: String, create: Bool = false, s3: S3Options = S3Options(),
+    public static func open(url: String, create: Bool = false, s3: S3Options = S3Options(), fileReadahead: Int64 = FileObjectStore.defaultReadahead,
                             environment: [String: String] = ProcessInfo.processInfo.environment) throws(ObjectStoreError) -> any ObjectStore {
         if url.hasPrefix("file://") {
             let path = String(url.dropFirst("file://".count))
             guard !path.isEmpty else { throw ObjectStoreError(.invalidURL, key: nil, "file:// needs a directory, as in file:///srv/cce4-store") }
-            return try FileObjectStore(root: path, create: create)
+            return try FileObjectStore(root: path, create: create, readahead: fileReadahead)
         }
         if url.hasPrefix("s3://") {
             return try S3ObjectStore(config: try S3Config.resolve(url: url, options: s3, environment: environment))

@@ -82,6 +82,12 @@ Options (-o, comma-separated; may be repeated):
   fsname=NAME            the name shown by mount and df (default: cce4fs:DATASET)
   noexec, noatime       passed to the kernel mount
 
+file:// options:
+  file_readahead=SIZE    a sequential stream of large reads of one store object keeps the
+                         kernel reading this far ahead of it (POSIX_FADV_WILLNEED, topped up
+                         every half window; default: 64M; 0 leaves it to the kernel's own
+                         readahead of the store's disk)
+
 s3:// options (defaults from the AWS_* variables, then as shown):
   s3_endpoint=URL        https://host[:port] of an S3-compatible service (default: AWS's
                          endpoint of the region); http:// only for local test servers
@@ -152,6 +158,7 @@ struct Config {
     var readAheadKB = 1024
     var segmentFill = true
     var openFillMax = 128 << 10
+    var fileReadahead = FileObjectStore.defaultReadahead
     var logLevel: Logger.Level = .warning
     var fsname: String?
     /// Kernel mount flags passed through to libfuse.
@@ -222,6 +229,10 @@ func parse(_ args: [String]) throws -> Config {
         case "open_fill":
             guard let n = parseSize(try value()), n >= 0, n <= 1 << 20 else { throw Failure(message: "open_fill must be a size of at most 1M (0 turns it off), as in open_fill=64K", status: ExitStatus.usage) }
             c.openFillMax = n
+        case "file_readahead":
+            let text = try value()
+            guard let n = text == "0" ? 0 : parseSize(text), n >= 0, n <= 1 << 32 else { throw Failure(message: "file_readahead must be a size of at most 4G (0 leaves readahead to the kernel), as in file_readahead=64M", status: ExitStatus.usage) }
+            c.fileReadahead = Int64(n)
         case "prefetch":
             let text = try value()
             guard let n = text == "0" ? 0 : parseSize(text), n >= 0, n <= 1 << 40 else { throw Failure(message: "prefetch must be a size (0 turns it off), as in prefetch=1G", status: ExitStatus.usage) }
@@ -429,7 +440,7 @@ if let keyPath = config.keyFile {
 
 let fs: DatasetFS
 do {
-    let store = try ObjectStores.open(url: config.source, s3: config.s3)
+    let store = try ObjectStores.open(url: config.source, s3: config.s3, fileReadahead: config.fileReadahead)
     let reader = try DatasetReader(store: store, datasetID: dataset, root: root, key: key, directoryCacheBytes: config.cacheBytes,
                                    willFetch: { FuseSession.willBlock() })
     fs = try DatasetFS(reader: reader, options: config.fsOptions, gate: plane?.gate, accessLog: plane?.log)

@@ -61,6 +61,48 @@ struct FileObjectStoreTests {
         #expect(try store.listAll(prefix: "w/").map(\.key.rawValue) == ["w/a", "w/b"])
     }
 
+    @Test("readahead: a sequential stream of large reads makes the kernel read the window ahead of it; readahead 0 and scattered reads do not")
+    func readahead() throws {
+        let dir = TempDir()
+        let body = [UInt8](repeating: 0x5a, count: 64 << 20)
+        try FileObjectStore(root: dir.path).put(k("big"), body)
+        /// Whether every page of [from, to) MiB of the object is resident, or none is.
+        func resident(_ from: Int, _ to: Int) -> (all: Bool, none: Bool) {
+            let fd = open(dir.sub("big"), O_RDONLY)
+            defer { close(fd) }
+            let pages = residentPages(fd, pages: to << 8).suffix((to - from) << 8)
+            return (!pages.isEmpty && pages.allSatisfy { $0 }, pages.allSatisfy { !$0 })
+        }
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        func read(_ r: any ObjectReader, at mib: Int) throws {
+            let n = try buf.withUnsafeMutableBytes { try r.read(at: Int64(mib) << 20, into: $0) }
+            #expect(n == 1 << 20 && buf == Array(body[(mib << 20)..<((mib + 1) << 20)]))
+        }
+        for window: Int64 in [16 << 20, 0] {
+            dropPageCache(dir.sub("big"))
+            try #require(resident(0, 64).none, "the page cache of \(dir.path) cannot be dropped (tmpfs?)")
+            let store = try FileObjectStore(root: dir.path, readahead: window)
+            let r = try store.openReader(k("big"))
+            try read(r, at: 0)
+            try read(r, at: 1)
+            if window > 0 {
+                #expect(eventually { resident(12, 17).all }, "MiB 12-17 not resident after a 2 MiB stream with a 16 MiB window")
+            } else {
+                usleep(300_000)
+                #expect(resident(12, 17).none, "MiB 12-17 read ahead with readahead 0")
+            }
+            #expect(resident(40, 64).none)
+        }
+        // Scattered large reads are not a stream: nothing is asked for beyond the kernel's own
+        // readahead of each read.
+        dropPageCache(dir.sub("big"))
+        let r = try FileObjectStore(root: dir.path, readahead: 16 << 20).openReader(k("big"))
+        try read(r, at: 40)
+        try read(r, at: 20)
+        usleep(300_000)
+        #expect(resident(50, 64).none && resident(28, 36).none)
+    }
+
     @Test("an aborted writer leaves neither the object nor a temp file; readers never see partial objects")
     func atomic() throws {
         let dir = TempDir()
