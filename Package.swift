@@ -121,7 +121,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // Helpers shared by the test targets: temp dirs, subprocesses, the repo's venv.
-        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "EnvelopeTests", dependencies: ["Envelope", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "CurlHTTP", "TestSupport"], swiftSettings: strict),

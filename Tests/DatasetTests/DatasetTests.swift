@@ -299,11 +299,9 @@ struct PackedDatasetTests {
 }
 
 /// A store that records opens and sequential-read hints, around a real file:// store.
-final class RecordingStore: ObjectStore, @unchecked Sendable {
-    let inner: FileObjectStore
+final class RecordingStore: ForwardingObjectStore, @unchecked Sendable {
     private let lock = NSLock()
     private var log: [String] = []
-    init(_ inner: FileObjectStore) { self.inner = inner }
 
     var events: [String] { lock.lock(); defer { lock.unlock() }; return log }
     func reset() { lock.lock(); log.removeAll(); lock.unlock() }
@@ -319,18 +317,8 @@ final class RecordingStore: ObjectStore, @unchecked Sendable {
         func willReadSequentially(from offset: Int64) { store.record("ahead " + key.rawValue) }
     }
 
-    func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
+    override func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
         record("open " + key.rawValue)
         return Reader(inner: try inner.openReader(key), store: self)
     }
-    var url: String { inner.url }
-    func read(_ key: ObjectKey, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch: String?) throws(ObjectStoreError) -> ReadResult {
-        try inner.read(key, at: offset, into: buffer, ifMatch: ifMatch)
-    }
-    func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo { try inner.head(key) }
-    func makeWriter(_ key: ObjectKey, ifAbsent: Bool) throws(ObjectStoreError) -> ObjectWriter { try inner.makeWriter(key, ifAbsent: ifAbsent) }
-    func list(prefix: String, startAfter: ObjectKey?, maxKeys: Int) throws(ObjectStoreError) -> ObjectListPage {
-        try inner.list(prefix: prefix, startAfter: startAfter, maxKeys: maxKeys)
-    }
-    func delete(_ key: ObjectKey) throws(ObjectStoreError) { try inner.delete(key) }
 }

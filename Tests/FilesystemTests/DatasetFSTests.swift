@@ -163,26 +163,14 @@ struct DirectoryCacheTests {
     }
 }
 
-/// A store that forwards everything and records the `warm` hints it is given.
-final class WarmRecorder: ObjectStore, @unchecked Sendable {
-    let inner: any ObjectStore
+/// A store that records the `warm` hints it is given.
+final class WarmRecorder: ForwardingObjectStore, @unchecked Sendable {
     let warmed = Mutex<[[(key: ObjectKey, size: Int64)]]>([])
     /// Called on each `warm`, before it is recorded.
     let onWarm: @Sendable () -> Void
-    init(_ inner: any ObjectStore, onWarm: @escaping @Sendable () -> Void = {}) { self.inner = inner; self.onWarm = onWarm }
-    var url: String { inner.url }
+    init(_ inner: any ObjectStore, onWarm: @escaping @Sendable () -> Void = {}) { self.onWarm = onWarm; super.init(inner) }
     var keys: [String] { warmed.withLock { $0.flatMap { $0.map(\.key.rawValue) } } }
-    func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader { try inner.openReader(key) }
-    func read(_ key: ObjectKey, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch: String?) throws(ObjectStoreError) -> ReadResult {
-        try inner.read(key, at: offset, into: buffer, ifMatch: ifMatch)
-    }
-    func head(_ key: ObjectKey) throws(ObjectStoreError) -> ObjectInfo { try inner.head(key) }
-    func makeWriter(_ key: ObjectKey, ifAbsent: Bool) throws(ObjectStoreError) -> ObjectWriter { try inner.makeWriter(key, ifAbsent: ifAbsent) }
-    func list(prefix: String, startAfter: ObjectKey?, maxKeys: Int) throws(ObjectStoreError) -> ObjectListPage {
-        try inner.list(prefix: prefix, startAfter: startAfter, maxKeys: maxKeys)
-    }
-    func delete(_ key: ObjectKey) throws(ObjectStoreError) { try inner.delete(key) }
-    func warm(_ objects: [(key: ObjectKey, size: Int64)]) -> Int {
+    override func warm(_ objects: [(key: ObjectKey, size: Int64)]) -> Int {
         onWarm()
         warmed.withLock { $0.append(objects) }
         return inner.warm(objects)
@@ -191,7 +179,17 @@ final class WarmRecorder: ObjectStore, @unchecked Sendable {
 
 @Suite("Directory prefetch (no FUSE)")
 struct PrefetchTests {
-    /// d0's files (f0, f3 … f27: 0 to 27,000 bytes) in directory order, with their objects.
+    /// A fixture with these prefetch settings whose reader's store records warm hints.
+    static func recorded(bytes: Int64 = 1 << 30, after: Int, fileMax: Int64 = 1 << 20, batch: Int = 128, lanes: Int = 2, gate: LeaseGate? = nil,
+                         onWarm: @escaping @Sendable () -> Void = {}) throws -> (FSFixture, WarmRecorder) {
+        var o = FSOptions()
+        o.prefetch.bytes = bytes; o.prefetch.after = after; o.prefetch.fileMax = fileMax; o.prefetch.batch = batch; o.prefetch.lanes = lanes
+        let made = Mutex<WarmRecorder?>(nil)
+        let fx = try FSFixture(options: o, gate: gate, wrap: { s in let r = WarmRecorder(s, onWarm: onWarm); made.withLock { $0 = r }; return r })
+        return (fx, try #require(made.withLock { $0 }))
+    }
+
+    /// A directory's files (d0: f0, f3 … f27, 0 to 27,000 bytes) in directory order, with their objects.
     static func objects(_ fx: FSFixture, _ dir: String) throws -> [(name: String, ino: UInt64, key: String, size: Int64)] {
         let fs = fx.fs
         let d = try fs.lookup(parent: DatasetFS.rootIno, name: Array(dir.utf8)).ino
@@ -205,12 +203,7 @@ struct PrefetchTests {
 
     @Test("the 3rd distinct file opened in a directory starts one prefetch of its small files' objects, in directory order, within the byte budget; repeats and other directories count apart")
     func threshold() throws {
-        var o = FSOptions()
-        o.prefetch.after = 3
-        o.prefetch.fileMax = 20_000
-        let recorder = Mutex<WarmRecorder?>(nil)
-        let fx = try FSFixture(options: o, wrap: { s in let r = WarmRecorder(s); recorder.withLock { $0 = r }; return r })
-        let rec = try #require(recorder.withLock { $0 })
+        let (fx, rec) = try Self.recorded(after: 3, fileMax: 20_000)
         let fs = fx.fs
         let d0 = try Self.objects(fx, "d0"), d1 = try Self.objects(fx, "d1")
         // The same file three times, and a second one: two distinct files, nothing yet.
@@ -234,11 +227,7 @@ struct PrefetchTests {
         #expect(Array(rec.keys.suffix(d1.filter { $0.size <= 20_000 }.count)) == d1.filter { $0.size <= 20_000 }.map(\.key))
 
         // A budget: the directory's first objects whose sizes fit in it.
-        var ob = o
-        ob.prefetch.bytes = 20_000
-        let rb = Mutex<WarmRecorder?>(nil)
-        let fb = try FSFixture(options: ob, wrap: { s in let r = WarmRecorder(s); rb.withLock { $0 = r }; return r })
-        let recB = try #require(rb.withLock { $0 })
+        let (fb, recB) = try Self.recorded(bytes: 20_000, after: 3, fileMax: 20_000)
         let b0 = try Self.objects(fb, "d0")
         for f in b0.prefix(3) { _ = try fb.fs.open(f.ino, flags: O_RDONLY) }
         #expect(eventually { fb.fs.prefetchStatistics.scans == 1 })
@@ -253,28 +242,19 @@ struct PrefetchTests {
 
     @Test("prefetch=0 warms nothing; a lapsed lease stops a prefetch at its next batch")
     func offAndLease() throws {
-        var off = FSOptions()
-        off.prefetch.bytes = 0
-        off.prefetch.after = 1
-        let r0 = Mutex<WarmRecorder?>(nil)
-        let f0 = try FSFixture(options: off, wrap: { s in let r = WarmRecorder(s); r0.withLock { $0 = r }; return r })
+        let (f0, r0) = try Self.recorded(bytes: 0, after: 1)
         for f in try Self.objects(f0, "d0") { _ = try f0.fs.open(f.ino, flags: O_RDONLY) }
         usleep(200_000)
-        #expect(try #require(r0.withLock { $0 }).keys.isEmpty && f0.fs.prefetchStatistics.scans == 0)
+        #expect(r0.keys.isEmpty && f0.fs.prefetchStatistics.scans == 0)
 
         // Batches of one object, one lane: the lease lapses during the first batch, so the
         // prefetch ends after it.
-        var o = FSOptions()
-        o.prefetch.after = 1
-        o.prefetch.batch = 1
-        o.prefetch.lanes = 1
         let gate = LeaseGate(expiresAt: UInt64.max / 2000, keys: [])
-        let rl = Mutex<WarmRecorder?>(nil)
-        let fl = try FSFixture(options: o, gate: gate, wrap: { s in let r = WarmRecorder(s, onWarm: { gate.lapse("test") }); rl.withLock { $0 = r }; return r })
+        let (fl, rl) = try Self.recorded(after: 1, batch: 1, lanes: 1, gate: gate, onWarm: { gate.lapse("test") })
         let l0 = try Self.objects(fl, "d0")
         _ = try fl.fs.open(l0[0].ino, flags: O_RDONLY)
         #expect(eventually { fl.fs.prefetchStatistics.scans == 1 })
-        #expect(try #require(rl.withLock { $0 }).keys.count == 1)
+        #expect(rl.keys.count == 1)
         #expect(throws: FSError.self) { _ = try fl.fs.open(l0[1].ino, flags: O_RDONLY) }
     }
 }
