@@ -72,7 +72,8 @@ final class DirectoryPrefetcher: Sendable {
             }
         }
         guard start else { return false }
-        DispatchQueue.global(qos: .utility).async { [self] in run(dir, fs: fs) }
+        // A thread of its own (it blocks on the store, and waits for its lanes below).
+        Thread.detachNewThread { [self] in run(dir, fs: fs) }
         return true
     }
 
@@ -107,7 +108,9 @@ final class DirectoryPrefetcher: Sendable {
         let next = Atomic<Int>(0), started = Atomic<Int>(0), bytes = Atomic<Int64>(0)
         let group = DispatchGroup()
         for _ in 0..<min(max(1, options.lanes), batches.count) {
-            DispatchQueue.global(qos: .utility).async(group: group) { [self] in
+            group.enter()
+            Thread.detachNewThread { [self] in
+                defer { group.leave() }
                 while true {
                     let i = next.add(1, ordering: .relaxed).oldValue
                     guard i < batches.count, !stopped, Self.leaseHolds(fs) else { return }

@@ -272,9 +272,13 @@ public final class S3ObjectStore: ObjectStore {
         guard !picked.isEmpty else { return 0 }
         let todo = picked
         let next = Atomic<Int>(0), started = Atomic<Int>(0)
+        // Threads of their own, not the global queues: the caller may itself be a global
+        // queue's thread, waiting below.
         let group = DispatchGroup()
         for _ in 0..<min(Self.warmConcurrency, todo.count) {
-            DispatchQueue.global(qos: .utility).async(group: group) { [self] in
+            group.enter()
+            Thread.detachNewThread { [self] in
+                defer { group.leave() }
                 while true {
                     let i = next.add(1, ordering: .relaxed).oldValue
                     guard i < todo.count else { return }
