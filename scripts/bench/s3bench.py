@@ -174,6 +174,8 @@ class Bench:
         if who.startswith("cce4fs"):
             layout = "single" if who == "cce4fs-single" else "parts"
             opts = f"dataset=bench,root={self.roots[layout]},insecure_key_file={self.key},s3_endpoint={self.endpoint},s3_credentials_file={self.creds}"
+            if self.args.cce4fs_opts:
+                opts += "," + self.args.cce4fs_opts
             sh([str(self.bin / "cce4fs"), f"s3://{BUCKET}/cce4-{layout}", str(mnt), "-o", opts])
         elif who == "s3fs":
             sh(["s3fs", f"{BUCKET}:/plain", str(mnt), "-o",
@@ -257,6 +259,7 @@ def main():
     ap.add_argument("--only", default="seqread,walk",
                     help="workloads: seqread, walk (default: both; without walk no small files are made or uploaded)")
     ap.add_argument("--json")
+    ap.add_argument("--cce4fs-opts", help="extra -o options for cce4fs, e.g. prefetch=0")
     args = ap.parse_args()
     args.contenders = (args.contenders or ",".join(c for c in CONTENDERS if args.quick or c != "cce4fs-single")).split(",")
     if any(c not in CONTENDERS for c in args.contenders):
