@@ -73,9 +73,10 @@ Options (-o, comma-separated; may be repeated):
                          round trip (default: 128K; 0 turns it off; at most 1M)
   prefetch=SIZE          once 8 files of one directory have been opened, the store objects
                          of its other files of at most 1 MiB are fetched ahead in the
-                         background (file://: into the kernel's page cache), up to SIZE per
-                         directory (default: 1G; 0 turns it off). Ciphertext only; the lease
-                         is checked before each batch
+                         background (file://: into the kernel's page cache; s3://: their
+                         opening GETs, into the block cache), up to SIZE per directory
+                         (default: 1G; 0 turns it off). Ciphertext only; the lease is checked
+                         before each batch
   attr_timeout=SECONDS   how long the kernel caches attributes and names (default: 86400;
                          the version never changes)
   log_level=LEVEL        trace, debug, info, notice, warning (default), error, critical
