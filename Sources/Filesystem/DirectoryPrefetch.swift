@@ -32,63 +32,89 @@ public struct PrefetchOptions: Sendable, Equatable {
 final class DirectoryPrefetcher: Sendable {
     /// A directory being counted: the inodes opened so far (fewer than `after`), or done.
     enum Scan { case counting(Set<UInt64>), started }
+    /// A directory whose prefetch is due: its hash and the files already opened (skipped).
+    struct Job { let dir: SHA256Digest; let opened: Set<UInt64> }
+    struct State {
+        var scans = [SHA256Digest: Scan]()
+        /// Directories waiting for the runner, oldest first (at most `queuedLimit`).
+        var queue = [Job]()
+        var running = false
+        var stopped = false
+    }
 
     let options: PrefetchOptions
-    private let state = Mutex<(scans: [SHA256Digest: Scan], stopped: Bool)>(([:], false))
-    /// Scans started and objects and bytes handed to the store (tests, logs).
+    private let state = Mutex(State())
+    /// Scans finished and objects and bytes handed to the store (tests, logs).
     private let totals = Mutex<(scans: Int, objects: Int, bytes: Int64)>((0, 0, 0))
     private let logger = Logger(label: "cce4fs.prefetch")
     /// Directories tracked at most; past it the table starts over (a directory may then be
     /// warmed twice, which costs a second pass of hints, nothing more).
     static let trackedLimit = 4096
+    /// Directories waiting at most; past it the oldest waiting one is dropped (a loader that
+    /// moved on from it does not need it).
+    static let queuedLimit = 64
 
     init(options: PrefetchOptions) { self.options = options }
 
     var statistics: (scans: Int, objects: Int, bytes: Int64) { totals.withLock { $0 } }
 
-    func stop() { state.withLock { $0.stopped = true } }
+    func stop() { state.withLock { $0.stopped = true; $0.queue.removeAll() } }
 
     private var stopped: Bool { state.withLock { $0.stopped } }
 
-    /// `ino`, a file of directory `dir`, was opened; returns whether this open started the
-    /// directory's prefetch.
+    /// `ino`, a file of directory `dir`, was opened; returns whether this open made the
+    /// directory's prefetch due. One runner thread serves every directory in turn, so however
+    /// many directories are scanned at once, prefetch uses at most 1 + `lanes` threads.
     @discardableResult
     func opened(_ ino: UInt64, in dir: SHA256Digest, fs: DatasetFS) -> Bool {
         let after = options.after
-        let start: Bool = state.withLock { s in
-            guard !s.stopped else { return false }
+        let (due, startRunner): (Bool, Bool) = state.withLock { s in
+            guard !s.stopped else { return (false, false) }
+            var seen: Set<UInt64>
             switch s.scans[dir] {
-            case .started?: return false
-            case .counting(var seen)?:
-                seen.insert(ino)
-                if seen.count >= after { s.scans[dir] = .started; return true }
-                s.scans[dir] = .counting(seen)
-                return false
+            case .started?: return (false, false)
+            case .counting(let known)?: seen = known
             case nil:
                 if s.scans.count >= Self.trackedLimit { s.scans.removeAll() }
-                if after <= 1 { s.scans[dir] = .started; return true }
-                s.scans[dir] = .counting([ino])
-                return false
+                seen = []
             }
+            seen.insert(ino)
+            guard seen.count >= after else { s.scans[dir] = .counting(seen); return (false, false) }
+            s.scans[dir] = .started
+            if s.queue.count >= Self.queuedLimit { s.queue.removeFirst() }
+            s.queue.append(Job(dir: dir, opened: seen))
+            guard !s.running else { return (true, false) }
+            s.running = true
+            return (true, true)
         }
-        guard start else { return false }
-        // A thread of its own (it blocks on the store, and waits for its lanes below).
-        Thread.detachNewThread { [self] in run(dir, fs: fs) }
-        return true
+        // A thread of its own: it blocks on the store, and waits for its lanes.
+        if startRunner { Thread.detachNewThread { [self] in drain(fs) } }
+        return due
     }
 
-    /// The small files' objects of `dir`, in directory order, within the byte budget.
-    func objects(of dir: SHA256Digest, reader: DatasetReader) -> [(key: ObjectKey, size: Int64)] {
-        guard let listing = try? reader.directory(dir) else { return [] }
+    /// The runner: serves queued directories until none is left.
+    private func drain(_ fs: DatasetFS) {
+        while let job = state.withLock({ s -> Job? in
+            guard !s.stopped, !s.queue.isEmpty else { s.running = false; return nil }
+            return s.queue.removeFirst()
+        }) {
+            run(job, fs: fs)
+        }
+    }
+
+    /// The objects of `dir`'s small files stored as one object, in directory order, skipping
+    /// the files in `opened` and any object that would take the total past the byte budget.
+    func objects(of dir: SHA256Digest, skipping opened: Set<UInt64>, fs: DatasetFS) -> [(key: ObjectKey, size: Int64)] {
+        guard let listing = try? fs.reader.directory(dir) else { return [] }
         var out = [(key: ObjectKey, size: Int64)]()
         var bytes: Int64 = 0
         for i in 0..<listing.count {
-            guard case .file(let f)? = try? listing.entry(at: i).target else { continue }
-            let parts = f.parts
-            guard parts.count == 1, let part = parts.first, part.size <= options.fileMax,
-                  bytes + part.size <= options.bytes, let key = try? reader.layout.storeKey(part.key) else { continue }
-            out.append((key, part.size))
-            bytes += part.size
+            guard let e = try? listing.entry(at: i), case .file(let f) = e.target, case .single = f.layout else { continue }
+            let size = f.ciphertextSize
+            guard size <= options.fileMax, bytes + size <= options.bytes, !opened.contains(fs.ino(for: e, parentHash: dir)),
+                  let key = try? fs.reader.layout.storeKey(f.objectKey) else { continue }
+            out.append((key, size))
+            bytes += size
         }
         return out
     }
@@ -99,12 +125,15 @@ final class DirectoryPrefetcher: Sendable {
         do { try gate.check(); return true } catch { return false }
     }
 
-    /// Hands the objects to the store in batches, `lanes` at a time, while the lease holds.
-    private func run(_ dir: SHA256Digest, fs: DatasetFS) {
+    /// Hands one directory's objects to the store in batches, `lanes` at a time, while the
+    /// lease holds.
+    private func run(_ job: Job, fs: DatasetFS) {
+        guard Self.leaseHolds(fs) else { return }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let objects = objects(of: dir, reader: fs.reader)
+        let objects = objects(of: job.dir, skipping: job.opened, fs: fs)
         guard !objects.isEmpty else { return }
-        let batches = stride(from: 0, to: objects.count, by: max(1, options.batch)).map { Array(objects[$0..<min(objects.count, $0 + max(1, options.batch))]) }
+        let size = max(1, options.batch)
+        let batches = stride(from: 0, to: objects.count, by: size).map { Array(objects[$0..<min(objects.count, $0 + size)]) }
         let next = Atomic<Int>(0), started = Atomic<Int>(0), bytes = Atomic<Int64>(0)
         let group = DispatchGroup()
         for _ in 0..<min(max(1, options.lanes), batches.count) {
@@ -122,7 +151,7 @@ final class DirectoryPrefetcher: Sendable {
         group.wait()
         let n = started.load(ordering: .relaxed), b = bytes.load(ordering: .relaxed)
         totals.withLock { $0.scans += 1; $0.objects += n; $0.bytes += b }
-        logger.debug("directory prefetch", metadata: ["directory": "\(fs.reader.objectKey(ofDirectory: dir))", "objects": "\(n)",
+        logger.debug("directory prefetch", metadata: ["directory": "\(fs.reader.objectKey(ofDirectory: job.dir))", "objects": "\(n)",
                                                       "bytes": "\(b)", "ms": "\((DispatchTime.now().uptimeNanoseconds - t0) / 1_000_000)"])
     }
 }

@@ -181,9 +181,9 @@ final class FileObjectReader: ObjectReader {
     let size: Int64
     let etag: String
     private let fd: Int32
-    /// Sequential streams: where the last large read ended, and where the window handed to
-    /// the kernel's readahead ends.
-    private let stream = Mutex<(end: Int64, ahead: Int64)>((0, 0))
+    /// Sequential streams: where the last large read ended (nil before the first), and where
+    /// the window handed to the kernel's readahead ends.
+    private let stream = Mutex<(end: Int64?, ahead: Int64)>((nil, 0))
     private let aheadWindow: Int64
     static let hintChunk: Int64 = 4 << 20
 
@@ -225,12 +225,17 @@ final class FileObjectReader: ObjectReader {
 
     /// A large read that continues the last one (within 4 MiB: concurrent FUSE workers deliver a
     /// stream slightly out of order) keeps the window ahead of it in the kernel's readahead,
-    /// `aheadWindow` deep, topped up each time half of it has been read.
+    /// `aheadWindow` deep, topped up each time half of it has been read. Any other read starts
+    /// a new stream there (a second pass from the start, after a read of the footer).
     private func readAhead(_ offset: Int64, _ count: Int) {
         let end = offset + Int64(count), window = aheadWindow
         let hint: Range<Int64>? = stream.withLock { s in
-            defer { s.end = max(s.end, end) }
-            guard abs(offset - s.end) <= 4 << 20, end + window / 2 > s.ahead, end < size else { return nil }
+            guard let last = s.end, abs(offset - last) <= 4 << 20 else {
+                s.end = end; s.ahead = end
+                return nil
+            }
+            s.end = max(last, end)
+            guard end + window / 2 > s.ahead, end < size else { return nil }
             let from = max(s.ahead, end), to = min(size, end + window)
             s.ahead = to
             return from < to ? from..<to : nil

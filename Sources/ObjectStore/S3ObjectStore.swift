@@ -17,7 +17,9 @@ public final class S3ObjectStore: ObjectStore {
     /// Objects `warm` has opened ahead: the ETag and size of its GET (whose first block went
     /// into the cache) and when. `openReader` takes an entry once, within `warmLifetime`,
     /// instead of sending a GET of its own.
-    private let warmed = Mutex<[ObjectKey: (etag: String, size: Int64, at: UInt64)]>([:])
+    /// `bytes` sums their sizes: at most half the block cache's budget is held by objects
+    /// opened ahead and not yet opened, whatever the number of concurrent `warm` calls.
+    private let warmed = Mutex<(entries: [ObjectKey: (etag: String, size: Int64, at: UInt64)], bytes: Int64)>(([:], 0))
     /// How long an object opened ahead stays usable (nanoseconds), and how many are kept.
     static let warmLifetime: UInt64 = 60_000_000_000
     static let warmedLimit = 16_384
@@ -214,7 +216,12 @@ public final class S3ObjectStore: ObjectStore {
     /// every file open reads anyway (the stream header). Without it, or for an empty object
     /// (416), a HEAD.
     public func openReader(_ key: ObjectKey) throws(ObjectStoreError) -> any ObjectReader {
-        if let w = warmed.withLock({ $0.removeValue(forKey: key) }), DispatchTime.now().uptimeNanoseconds - w.at < Self.warmLifetime {
+        let w: (etag: String, size: Int64, at: UInt64)? = warmed.withLock { s in
+            guard let e = s.entries.removeValue(forKey: key) else { return nil }
+            s.bytes -= e.size
+            return e
+        }
+        if let w, DispatchTime.now().uptimeNanoseconds - w.at < Self.warmLifetime {
             return S3ObjectReader(store: self, key: key, size: w.size, etag: w.etag)
         }
         return try openFetching(key)
@@ -255,22 +262,16 @@ public final class S3ObjectStore: ObjectStore {
 
     /// Opens objects of at most one block ahead, `warmConcurrency` GETs at a time: each GET's
     /// bytes go into the block cache and its ETag and size are kept for the `openReader` that
-    /// follows, which then sends nothing. Objects larger than a block, of another size than
-    /// expected, or past half the cache's budget are skipped; so is everything without the
-    /// block cache. Returns when the GETs have finished.
+    /// follows, which then sends nothing. Objects larger than a block or of another size than
+    /// expected are skipped, and so is everything once the objects opened ahead and not yet
+    /// opened hold half the cache's budget (entries past their lifetime are dropped first);
+    /// without the block cache nothing is fetched. Returns when the GETs have finished.
     @discardableResult
     public func warm(_ objects: [(key: ObjectKey, size: Int64)]) -> Int {
         guard let cache else { return 0 }
         let bs = Int64(cache.blockSize)
-        var picked = [(key: ObjectKey, size: Int64)]()
-        var bytes: Int64 = 0
-        for o in objects where o.size > 0 && o.size <= bs {
-            guard bytes + o.size <= Int64(cache.budget / 2) else { break }
-            picked.append(o)
-            bytes += o.size
-        }
-        guard !picked.isEmpty else { return 0 }
-        let todo = picked
+        let todo = objects.filter { $0.size > 0 && $0.size <= bs }
+        guard !todo.isEmpty else { return 0 }
         let next = Atomic<Int>(0), started = Atomic<Int>(0)
         // Threads of their own, not the global queues: the caller may itself be a global
         // queue's thread, waiting below.
@@ -282,17 +283,37 @@ public final class S3ObjectStore: ObjectStore {
                 while true {
                     let i = next.add(1, ordering: .relaxed).oldValue
                     guard i < todo.count else { return }
-                    guard let r = try? openFetching(todo[i].key), r.size == todo[i].size else { continue }
-                    warmed.withLock { w in
-                        if w.count >= Self.warmedLimit { w.removeAll() }
-                        w[todo[i].key] = (r.etag, r.size, DispatchTime.now().uptimeNanoseconds)
+                    let o = todo[i]
+                    guard reserveWarm(o.size, budget: Int64(cache.budget / 2)) else { return }
+                    let r = try? openFetching(o.key)
+                    let kept = warmed.withLock { s -> Bool in
+                        guard let r, r.size == o.size, s.entries[o.key] == nil else { s.bytes -= o.size; return false }
+                        s.entries[o.key] = (r.etag, r.size, DispatchTime.now().uptimeNanoseconds)
+                        return true
                     }
-                    started.add(1, ordering: .relaxed)
+                    if kept { started.add(1, ordering: .relaxed) }
                 }
             }
         }
         group.wait()
         return started.load(ordering: .relaxed)
+    }
+
+    /// Reserves `size` bytes of the objects opened ahead within `budget` (dropping entries past
+    /// their lifetime if it is full); false when they do not fit.
+    private func reserveWarm(_ size: Int64, budget: Int64) -> Bool {
+        warmed.withLock { s in
+            if s.bytes + size > budget || s.entries.count >= Self.warmedLimit {
+                let now = DispatchTime.now().uptimeNanoseconds
+                for (k, e) in s.entries where now - e.at >= Self.warmLifetime {
+                    s.entries[k] = nil
+                    s.bytes -= e.size
+                }
+                guard s.bytes + size <= budget, s.entries.count < Self.warmedLimit else { return false }
+            }
+            s.bytes += size
+            return true
+        }
     }
 
     public func makeWriter(_ key: ObjectKey, ifAbsent: Bool) throws(ObjectStoreError) -> ObjectWriter {

@@ -101,6 +101,10 @@ struct FileObjectStoreTests {
         try read(r, at: 20)
         usleep(300_000)
         #expect(resident(50, 64).none && resident(28, 36).none)
+        // A new pass from the start, after reads further on, is a new stream.
+        try read(r, at: 0)
+        try read(r, at: 1)
+        #expect(eventually { resident(12, 17).all }, "a second pass from the start got no readahead")
     }
 
     @Test("an aborted writer leaves neither the object nor a temp file; readers never see partial objects")

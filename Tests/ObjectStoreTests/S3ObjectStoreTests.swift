@@ -166,6 +166,18 @@ struct S3ObjectStoreTests {
         // An entry is taken once: a second open sends its own GET.
         _ = try store.openReader(fits[0].key)
         #expect(store.requestCounts.requests == mid + 1)
+        // Objects opened ahead and not yet opened hold at most half the cache's budget, across
+        // calls: with 128 KiB (half of 256 KiB), a second call adds only what still fits.
+        var small = S3Options()
+        small.blockSize = 64 << 10
+        small.cacheMemory = 256 << 10
+        let tight = try open("warm-budget", options: small) as! S3ObjectStore
+        for (key, _) in fits { try tight.put(key, bodies[key]!) }
+        let half = fits.count / 2
+        let first = tight.warm(Array(fits.prefix(half))), second = tight.warm(Array(fits.suffix(from: half)))
+        // The first 8 (1,000 to 29,000 bytes: 120,000) fit; none of the rest (33,000 and more)
+        // fits in the 11,072 bytes left.
+        #expect(half == 8 && first == 8 && second == 0, "\(first) + \(second) of \(fits.count)")
         // Without the block cache, warm does nothing.
         var none = S3Options()
         none.blockSize = 0
