@@ -9,6 +9,7 @@ UPSTREAM, and for a fraction RATE of requests injects one fault class instead:
     503       answer 503 SlowDown
     stall     send the headers and a few bytes, then nothing for STALL seconds, then close
     truncate  send the headers (full Content-Length) and half the body, then close
+    delay     wait STALL seconds, then forward the request (a slow, not a broken, server)
     none      forward everything
 
 Prints one JSON line {"endpoint": "http://127.0.0.1:PORT"} and serves until its standard
@@ -36,7 +37,7 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te"
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("upstream")
-    ap.add_argument("fault", choices=["reset", "500", "503", "stall", "truncate", "none"])
+    ap.add_argument("fault", choices=["reset", "500", "503", "stall", "truncate", "delay", "none"])
     ap.add_argument("rate", type=float)
     ap.add_argument("--stall", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=1)
@@ -84,6 +85,8 @@ def main() -> None:
                 return self.error(500, "InternalError")
             if fault and args.fault == "503":
                 return self.error(503, "SlowDown")
+            if fault and args.fault == "delay":
+                time.sleep(args.stall)
             conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for k, v in self.headers.items():

@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -38,27 +40,55 @@ int cce4_fuse_loop_mt(struct fuse_session *se, unsigned max_threads, unsigned ma
 }
 
 // The leader/follower loop (cce4_fuse_loop_spin, cce4_loop_handoff). One thread at a time,
-// the leader, reads /dev/fuse; the others wait on a condition variable. The leader answers
-// requests itself until a handler is about to block (a store read: it calls
-// cce4_loop_handoff first), when leadership passes to an idle thread. So a lookup answered
-// from memory wakes no other thread, and only the leader ever sleeps on the device: the
-// kernel has exactly one waiter to wake. After a request, the leader keeps polling the
-// (non-blocking) device for spin_us before it sleeps in poll(2).
+// the leader, reads /dev/fuse; the others wait on a condition variable. docs/semantics.md,
+// "The request loop", has the rules; in short:
+//
+// - The leader answers requests answered from memory itself: a lookup wakes no other thread.
+// - A handler about to block on the store calls cce4_loop_handoff. With one request at a time
+//   (a single reader: nothing came while the leader was last blocked), the handoff is lazy:
+//   the leader keeps the lead and reads the device again when the handler returns, so a
+//   serial reader costs no thread wake at all. When a request was already waiting as the
+//   leader came back from a blocking handler (several readers, or the kernel's readahead),
+//   handoffs turn eager for a while: an idle thread is woken to lead while the handler
+//   blocks, so requests are served in parallel. A watchdog thread takes the lead from a
+//   leader blocked lazily for more than a few milliseconds (a slow store), so a slow request
+//   never holds up the others for long.
+// - After a request the leader polls the (non-blocking) device before it sleeps in poll(2),
+//   for an adaptive time up to spin_us: it grows when a request came soon after the leader
+//   had given up, and shrinks when polling found nothing; an idle mount polls not at all.
 struct lf_loop {
     struct fuse_session *se;
     int fd;             // the session's /dev/fuse fd, O_NONBLOCK while the loop runs
     int stop_fd;        // eventfd: written when the loop ends (wakes the leader and the main thread)
-    uint64_t spin_ns;
+    uint64_t spin_ns;   // the longest poll
+    uint64_t poll_ns;   // the current poll (adaptive); only the leader touches it
     pthread_mutex_t m;
     pthread_cond_t c;
     int has_leader;     // under m
     int idle;           // followers waiting on c, under m
     int done;           // under m
     int error;          // the first read error (-errno), under m
+    _Atomic int eager;              // eager handoffs left (0: lazy)
+    _Atomic int blocked;            // handlers blocked after an eager handoff
+    _Atomic uint64_t lazy_since;    // when the leader blocked lazily (0: it is not blocked)
+    _Atomic int sleeping;           // the leader sleeps in poll(2)
+    _Atomic uint64_t handoffs_lazy, handoffs_eager, steals;
+    pthread_mutex_t wm;             // the watchdog's park
+    pthread_cond_t wc;
+    int watchdog_parked;            // under wm
+    _Atomic int stopping;           // set by lf_finish (read by the watchdog without m)
 };
+
+// Eager handoffs after a sign of concurrency; each later sign renews the run.
+#define LF_EAGER_RUN 256
+// The watchdog checks every LF_TICK_NS and takes the lead from a leader blocked lazily
+// for LF_STEAL_NS or more.
+#define LF_TICK_NS 2000000u
+#define LF_STEAL_NS 2000000u
 
 static __thread struct lf_loop *tl_loop;
 static __thread int tl_leader;
+static __thread int tl_handed;  // during a request: 1 handed off lazily, 2 eagerly
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -76,42 +106,133 @@ static void lf_finish(struct lf_loop *l, int error) {
         pthread_cond_broadcast(&l->c);
         ssize_t w = write(l->stop_fd, &one, sizeof one);
         (void)w;
+        atomic_store(&l->stopping, 1);
+        pthread_mutex_lock(&l->wm);
+        pthread_cond_signal(&l->wc);
+        pthread_mutex_unlock(&l->wm);
     }
 }
 
-void cce4_loop_handoff(void) {
-    struct lf_loop *l = tl_loop;
-    if (l == NULL || !tl_leader) return;
-    tl_leader = 0;
+// Gives up the lead and wakes an idle thread to take it.
+static void lf_pass_lead(struct lf_loop *l) {
     pthread_mutex_lock(&l->m);
     l->has_leader = 0;
     if (l->idle > 0) pthread_cond_signal(&l->c);
     pthread_mutex_unlock(&l->m);
 }
 
-// Leads until a handler hands off (returns 0) or the loop must end (returns 1, error set).
+void cce4_loop_handoff(void) {
+    struct lf_loop *l = tl_loop;
+    if (l == NULL || !tl_leader || tl_handed != 0) return;
+    int e = atomic_load_explicit(&l->eager, memory_order_relaxed);
+    if (e <= 0) {
+        // Lazy: keep the lead; the watchdog takes it if this blocks for long.
+        tl_handed = 1;
+        atomic_fetch_add_explicit(&l->handoffs_lazy, 1, memory_order_relaxed);
+        atomic_store(&l->lazy_since, now_ns());
+        return;
+    }
+    atomic_fetch_sub_explicit(&l->eager, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->handoffs_eager, 1, memory_order_relaxed);
+    tl_handed = 2;
+    tl_leader = 0;
+    atomic_fetch_add(&l->blocked, 1);
+    lf_pass_lead(l);
+}
+
+// Leads until it loses the lead (returns 0) or the loop must end (returns 1, error set).
 static int lf_lead(struct lf_loop *l, struct fuse_buf *buf, int *error) {
-    // No spinning until this leader has answered a request itself: a thread that took over
+    // No polling until this leader has answered a request itself: a thread that took over
     // from a handler about to block would only take the CPU that handler needs.
     uint64_t last = 0;
+    int back = 0;  // came back from a lazily blocked handler, not yet read the device
     struct pollfd fds[2] = { { .fd = l->fd, .events = POLLIN }, { .fd = l->stop_fd, .events = POLLIN } };
     while (tl_leader) {
         int res = fuse_session_receive_buf(l->se, buf);
         if (res > 0) {
+            // A request was waiting while this leader was blocked, or comes while another
+            // handler is: there is concurrency, so handoffs wake a thread for a while.
+            if (back || atomic_load_explicit(&l->blocked, memory_order_relaxed) > 0)
+                atomic_store_explicit(&l->eager, LF_EAGER_RUN, memory_order_relaxed);
+            back = 0;
+            tl_handed = 0;
             fuse_session_process_buf(l->se, buf);
+            if (tl_handed == 2) {
+                atomic_fetch_sub(&l->blocked, 1);
+            } else if (tl_handed == 1) {
+                // Back from a lazy block: the lead is still this thread's unless the
+                // watchdog took it (it cleared lazy_since and woke another thread).
+                if (atomic_exchange(&l->lazy_since, 0) == 0) tl_leader = 0;
+                back = 1;
+            }
+            tl_handed = 0;
             last = now_ns();
             continue;
         }
         if (res == 0 || fuse_session_exited(l->se)) return 1;  // unmounted (ENODEV) or exited
         if (res == -EINTR) continue;                            // an interrupted or aborted request
         if (res != -EAGAIN) { *error = res; return 1; }
-        // Spinning yields the CPU to any other runnable thread (on 2 CPUs, the reader it serves).
-        if (l->spin_ns > 0 && now_ns() - last < l->spin_ns) { sched_yield(); continue; }
-        // Nothing came within the spin time: sleep until the device has a request.
-        if (poll(fds, 2, 1000) < 0 && errno != EINTR) { *error = -errno; return 1; }
+        back = 0;
+        // Polling yields the CPU to any other runnable thread (on 2 CPUs, the reader it serves).
+        if (last != 0 && now_ns() - last < l->poll_ns) { sched_yield(); continue; }
+        // Nothing came within the poll time: sleep until the device has a request.
+        atomic_store_explicit(&l->sleeping, 1, memory_order_relaxed);
+        int pr = poll(fds, 2, 1000);
+        atomic_store_explicit(&l->sleeping, 0, memory_order_relaxed);
+        if (pr < 0 && errno != EINTR) { *error = -errno; return 1; }
         if (fds[1].revents) return 1;
+        if (last != 0 && pr > 0) {
+            // Adapt the poll: a request that came within spin_us of the last one would have
+            // been caught by a longer poll; one that came later means the poll was wasted.
+            uint64_t gap = now_ns() - last;
+            if (gap <= l->spin_ns) {
+                uint64_t grown = l->poll_ns < 10000u ? 10000u : l->poll_ns * 2;
+                l->poll_ns = grown > l->spin_ns ? l->spin_ns : grown;
+            } else {
+                l->poll_ns = l->poll_ns < 4000u ? 0 : l->poll_ns / 2;
+            }
+            last = 0;
+        }
+        pthread_mutex_lock(&l->wm);
+        if (l->watchdog_parked) pthread_cond_signal(&l->wc);
+        pthread_mutex_unlock(&l->wm);
     }
     return 0;
+}
+
+// Takes the lead from a leader blocked lazily for LF_STEAL_NS; parks while the leader sleeps.
+// Holds wm only to wait (lf_finish takes wm under m: never take m under wm).
+static void *lf_watchdog(void *arg) {
+    struct lf_loop *l = arg;
+    int asleep_ticks = 0;
+    while (!atomic_load(&l->stopping)) {
+        pthread_mutex_lock(&l->wm);
+        if (asleep_ticks >= 2) {
+            // The leader has slept in poll(2) for two ticks: park until it wakes.
+            l->watchdog_parked = 1;
+            if (!atomic_load(&l->stopping)) pthread_cond_wait(&l->wc, &l->wm);
+            l->watchdog_parked = 0;
+            pthread_mutex_unlock(&l->wm);
+            asleep_ticks = 0;
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += LF_TICK_NS;
+        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+        if (!atomic_load(&l->stopping)) pthread_cond_timedwait(&l->wc, &l->wm, &ts);
+        pthread_mutex_unlock(&l->wm);
+        asleep_ticks = atomic_load_explicit(&l->sleeping, memory_order_relaxed) ? asleep_ticks + 1 : 0;
+        uint64_t since = atomic_load(&l->lazy_since);
+        if (since != 0 && now_ns() - since >= LF_STEAL_NS &&
+            atomic_compare_exchange_strong(&l->lazy_since, &since, 0)) {
+            // The blocked leader finds lazy_since cleared when it returns and steps down.
+            atomic_fetch_add_explicit(&l->steals, 1, memory_order_relaxed);
+            atomic_store_explicit(&l->eager, LF_EAGER_RUN, memory_order_relaxed);
+            lf_pass_lead(l);
+        }
+    }
+    return NULL;
 }
 
 static void *lf_worker(void *arg) {
@@ -132,6 +253,7 @@ static void *lf_worker(void *arg) {
         int error = 0;
         int end = lf_lead(l, &buf, &error);
         pthread_mutex_lock(&l->m);
+        // Still leading: the loop ends (a thread that lost the lead leaves has_leader alone).
         if (tl_leader) { tl_leader = 0; l->has_leader = 0; }
         if (end) lf_finish(l, error);
     }
@@ -141,16 +263,19 @@ static void *lf_worker(void *arg) {
     return NULL;
 }
 
-int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin_us) {
+int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin_us, struct cce4_loop_stats *stats) {
     if (threads == 0) threads = 1;
-    struct lf_loop l = { .se = se, .fd = fuse_session_fd(se), .spin_ns = (uint64_t)spin_us * 1000u };
+    struct lf_loop l = { .se = se, .fd = fuse_session_fd(se), .spin_ns = (uint64_t)spin_us * 1000u,
+                         .poll_ns = (uint64_t)spin_us * 1000u };
     int flags = fcntl(l.fd, F_GETFL);
     if (flags < 0 || fcntl(l.fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
     l.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (l.stop_fd < 0) { int e = errno; fcntl(l.fd, F_SETFL, flags); return -e; }
     pthread_mutex_init(&l.m, NULL);
     pthread_cond_init(&l.c, NULL);
-    pthread_t *tids = calloc(threads, sizeof *tids);
+    pthread_mutex_init(&l.wm, NULL);
+    pthread_cond_init(&l.wc, NULL);
+    pthread_t *tids = calloc(threads + 1, sizeof *tids);
     int rc = -ENOMEM;
     if (tids != NULL) {
         // Workers block the stop signals: they reach this thread, which waits for them (or
@@ -167,7 +292,12 @@ int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin
         for (; started < threads; started++) {
             if (pthread_create(&tids[started], NULL, lf_worker, &l) != 0) break;
         }
-        if (started == 0) {
+        int watchdog = started > 0 && pthread_create(&tids[threads], NULL, lf_watchdog, &l) == 0;
+        if (started == 0 || !watchdog) {
+            pthread_mutex_lock(&l.m);
+            lf_finish(&l, 0);
+            pthread_mutex_unlock(&l.m);
+            for (unsigned i = 0; i < started; i++) pthread_join(tids[i], NULL);
             rc = -EAGAIN;
         } else {
             struct pollfd p = { .fd = l.stop_fd, .events = POLLIN };
@@ -178,13 +308,21 @@ int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin
             lf_finish(&l, 0);
             pthread_mutex_unlock(&l.m);
             for (unsigned i = 0; i < started; i++) pthread_join(tids[i], NULL);
+            pthread_join(tids[threads], NULL);
             rc = l.error;
+            if (stats != NULL) {
+                stats->handoffs_lazy = atomic_load(&l.handoffs_lazy);
+                stats->handoffs_eager = atomic_load(&l.handoffs_eager);
+                stats->steals = atomic_load(&l.steals);
+            }
         }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         free(tids);
     }
     pthread_cond_destroy(&l.c);
     pthread_mutex_destroy(&l.m);
+    pthread_cond_destroy(&l.wc);
+    pthread_mutex_destroy(&l.wm);
     close(l.stop_fd);
     fcntl(l.fd, F_SETFL, flags);
     return rc;

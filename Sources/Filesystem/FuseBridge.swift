@@ -217,8 +217,11 @@ public final class FuseSession: @unchecked Sendable {
             return error != 0 ? error : rc
         }
         if spinMicroseconds > 0 {
-            let rc = cce4_fuse_loop_spin(se, UInt32(threads), UInt32(spinMicroseconds))
+            var stats = cce4_loop_stats()
+            let rc = cce4_fuse_loop_spin(se, UInt32(threads), UInt32(spinMicroseconds), &stats)
             if rc != 0 { logger.error("the request loop failed", metadata: ["errno": "\(-rc)"]) }
+            logger.info("request loop ended", metadata: ["handoffs_lazy": "\(stats.handoffs_lazy)", "handoffs_eager": "\(stats.handoffs_eager)",
+                                                         "steals": "\(stats.steals)"])
             return rc
         }
         return cce4_fuse_loop_mt(se, UInt32(threads), UInt32(max(1, threads / 2)), 0)

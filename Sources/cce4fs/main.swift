@@ -52,14 +52,15 @@ Options (-o, comma-separated; may be repeated):
                          come on the kernel's per-CPU rings, served by threads pinned to each
                          CPU, with no read/write of /dev/fuse per request (threads=N are
                          shared among the CPUs). on refuses to mount if the kernel does not
-                         allow it, auto falls back to /dev/fuse (default: off). With spin=,
-                         the stat() walk of docs/performance.md runs at 1.8-2.2x gocryptfs
-  spin=MICROSECONDS      after each request, keep polling for the next one this long before
-                         sleeping (default: 0; at most 10000). With uring=on each ring thread
-                         polls; otherwise cce4fs runs its own /dev/fuse loop (one thread reads
-                         requests and answers those it can from memory). A serial stat() walk
-                         runs 1.4-2x faster, small-file reads up to 15% slower, and idle
-                         threads poll for up to this long after the last request
+                         allow it, auto falls back to /dev/fuse (default: off)
+  spin=MICROSECONDS      the longest a thread that served a request polls for the next one
+                         before it sleeps (default: 50; at most 10000; 0: libfuse's loop).
+                         Without uring=on, cce4fs's own /dev/fuse loop: one thread reads
+                         requests, answers those it can from memory, keeps the lead through
+                         store reads unless requests come concurrently, and polls for an
+                         adaptive time (none on an idle mount). A serial stat() walk runs
+                         about 1.4x faster than under libfuse's loop. With uring=on each
+                         ring thread polls for the full time
   cache_size=SIZE        memory for decoded directory listings, e.g. 256M or 1G (default: 64M);
                          file data is cached by the kernel's page cache
   read_ahead_kb=N        the kernel's readahead window for this mount, in KiB (default: 1024,
@@ -152,7 +153,7 @@ struct Config {
     var allowRoot = false
     var fsOptions = FSOptions()
     var threads = 16
-    var spinMicroseconds = 0
+    var spinMicroseconds = 50
     var uring = FuseSession.UringMode.off
     var cacheBytes = 64 << 20
     /// The kernel readahead window for this mount (its bdi), in KiB; 0 leaves the kernel's.

@@ -26,15 +26,23 @@ int cce4_fuse_loop_mt(struct fuse_session *se, unsigned max_threads, unsigned ma
 
 /// cce4fs's own request loop (docs/semantics.md, "The request loop"): leader/follower over
 /// `threads` workers. Only the leader reads /dev/fuse (non-blocking), answering requests
-/// itself until a handler calls cce4_loop_handoff before it blocks; then an idle worker leads.
-/// After a request the leader keeps polling the device for `spin_us` microseconds before it
-/// sleeps. Ends when the session exits (unmount, fuse_session_exit, a stop signal: SIGINT,
-/// SIGTERM and SIGHUP reach the calling thread only). Returns 0, or -errno when reading the
-/// device failed.
-int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin_us);
+/// itself; a handler about to block calls cce4_loop_handoff, which hands the lead to an idle
+/// worker when requests come concurrently and keeps it otherwise (a watchdog thread takes a
+/// lead blocked for more than 2 ms). After a request the leader polls the device for an
+/// adaptive time of at most `spin_us` microseconds before it sleeps. Ends when the session
+/// exits (unmount, fuse_session_exit, a stop signal: SIGINT, SIGTERM and SIGHUP reach the
+/// calling thread only). Returns 0, or -errno when reading the device failed; fills `stats`
+/// (if not NULL) at the end.
+struct cce4_loop_stats {
+    uint64_t handoffs_lazy;   // handlers that blocked keeping the lead
+    uint64_t handoffs_eager;  // handlers that woke another worker to lead
+    uint64_t steals;          // leads the watchdog took from a handler blocked too long
+};
+int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin_us, struct cce4_loop_stats *stats);
 
 /// Called by a request handler before it may block (store I/O): if this thread leads the
-/// cce4_fuse_loop_spin loop, another worker takes over reading requests. A no-op otherwise.
+/// cce4_fuse_loop_spin loop and requests come concurrently, another worker takes over reading
+/// requests. A no-op otherwise.
 void cce4_loop_handoff(void);
 
 /// FUSE over io_uring (uring.c; docs/semantics.md, "The request transport"). Whether the
