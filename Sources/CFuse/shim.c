@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <syslog.h>
+#include <linux/fuse.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,6 +71,7 @@ struct lf_loop {
     int error;          // the first read error (-errno), under m
     _Atomic int eager;              // eager handoffs left (0: lazy)
     _Atomic int blocked;            // handlers blocked after an eager handoff
+    _Atomic uint32_t blocked_pid;   // the caller of the last request handed off eagerly
     _Atomic uint64_t lazy_since;    // when the leader blocked lazily (0: it is not blocked)
     _Atomic int sleeping;           // the leader sleeps in poll(2)
     _Atomic uint64_t handoffs_lazy, handoffs_eager, steals;
@@ -77,6 +79,7 @@ struct lf_loop {
     pthread_cond_t wc;
     int watchdog_parked;            // under wm
     _Atomic int stopping;           // set by lf_finish (read by the watchdog without m)
+    int watchdog;                   // a watchdog runs (threads > 1)
 };
 
 // Eager handoffs after a sign of concurrency; each later sign renews the run.
@@ -89,6 +92,13 @@ struct lf_loop {
 static __thread struct lf_loop *tl_loop;
 static __thread int tl_leader;
 static __thread int tl_handed;  // during a request: 1 handed off lazily, 2 eagerly
+static __thread uint32_t tl_pid; // the caller of the request this thread serves (0: unknown)
+
+// The calling thread of a request just read (0: unknown, or the kernel's own).
+static uint32_t lf_caller(const struct fuse_buf *buf, int len) {
+    if ((buf->flags & FUSE_BUF_IS_FD) || buf->mem == NULL || len < (int)sizeof(struct fuse_in_header)) return 0;
+    return ((const struct fuse_in_header *)buf->mem)->pid;
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -123,7 +133,9 @@ static void lf_pass_lead(struct lf_loop *l) {
 
 void cce4_loop_handoff(void) {
     struct lf_loop *l = tl_loop;
-    if (l == NULL || !tl_leader || tl_handed != 0) return;
+    // With one worker there is nobody to hand the lead to: every request waits for the one
+    // in progress, as under libfuse's loop with threads=1.
+    if (l == NULL || !tl_leader || tl_handed != 0 || !l->watchdog) return;
     int e = atomic_load_explicit(&l->eager, memory_order_relaxed);
     if (e <= 0) {
         // Lazy: keep the lead; the watchdog takes it if this blocks for long.
@@ -136,6 +148,7 @@ void cce4_loop_handoff(void) {
     atomic_fetch_add_explicit(&l->handoffs_eager, 1, memory_order_relaxed);
     tl_handed = 2;
     tl_leader = 0;
+    atomic_store_explicit(&l->blocked_pid, tl_pid, memory_order_relaxed);
     atomic_fetch_add(&l->blocked, 1);
     lf_pass_lead(l);
 }
@@ -150,9 +163,16 @@ static int lf_lead(struct lf_loop *l, struct fuse_buf *buf, int *error) {
     while (tl_leader) {
         int res = fuse_session_receive_buf(l->se, buf);
         if (res > 0) {
-            // A request was waiting while this leader was blocked, or comes while another
-            // handler is: there is concurrency, so handoffs wake a thread for a while.
-            if (back || atomic_load_explicit(&l->blocked, memory_order_relaxed) > 0)
+            // A request of another caller was waiting while this leader was blocked, or comes
+            // while another caller's handler is: there is concurrency, so handoffs wake a
+            // thread for a while. The same caller's next request is no sign: a serial reader
+            // sends it as soon as the reply reaches it, often before the leader reads again
+            // (the kernel's readahead for a reader runs in that reader's name too).
+            uint32_t pid = lf_caller(buf, res), prev = tl_pid;
+            tl_pid = pid;
+            if (pid != 0 && ((back && pid != prev) ||
+                             (atomic_load_explicit(&l->blocked, memory_order_relaxed) > 0 &&
+                              pid != atomic_load_explicit(&l->blocked_pid, memory_order_relaxed))))
                 atomic_store_explicit(&l->eager, LF_EAGER_RUN, memory_order_relaxed);
             back = 0;
             tl_handed = 0;
@@ -193,9 +213,12 @@ static int lf_lead(struct lf_loop *l, struct fuse_buf *buf, int *error) {
             }
             last = 0;
         }
-        pthread_mutex_lock(&l->wm);
-        if (l->watchdog_parked) pthread_cond_signal(&l->wc);
-        pthread_mutex_unlock(&l->wm);
+        if (pr > 0 && l->watchdog) {
+            // A request came: a parked watchdog must watch again.
+            pthread_mutex_lock(&l->wm);
+            if (l->watchdog_parked) pthread_cond_signal(&l->wc);
+            pthread_mutex_unlock(&l->wm);
+        }
     }
     return 0;
 }
@@ -207,8 +230,10 @@ static void *lf_watchdog(void *arg) {
     int asleep_ticks = 0;
     while (!atomic_load(&l->stopping)) {
         pthread_mutex_lock(&l->wm);
-        if (asleep_ticks >= 2) {
-            // The leader has slept in poll(2) for two ticks: park until it wakes.
+        if (asleep_ticks >= 2 && atomic_load(&l->sleeping)) {
+            // The leader has slept in poll(2) for two ticks: park until it wakes. `sleeping`
+            // is checked again under wm: the leader clears it before it takes wm to see
+            // whether to wake this thread, so a park cannot miss that wake.
             l->watchdog_parked = 1;
             if (!atomic_load(&l->stopping)) pthread_cond_wait(&l->wc, &l->wm);
             l->watchdog_parked = 0;
@@ -217,7 +242,7 @@ static void *lf_watchdog(void *arg) {
             continue;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);  // wc waits on CLOCK_MONOTONIC
         ts.tv_nsec += LF_TICK_NS;
         if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
         if (!atomic_load(&l->stopping)) pthread_cond_timedwait(&l->wc, &l->wm, &ts);
@@ -274,7 +299,12 @@ int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin
     pthread_mutex_init(&l.m, NULL);
     pthread_cond_init(&l.c, NULL);
     pthread_mutex_init(&l.wm, NULL);
-    pthread_cond_init(&l.wc, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);  // a step of the wall clock must not stall the ticks
+    pthread_cond_init(&l.wc, &ca);
+    pthread_condattr_destroy(&ca);
+    l.watchdog = threads > 1;
     pthread_t *tids = calloc(threads + 1, sizeof *tids);
     int rc = -ENOMEM;
     if (tids != NULL) {
@@ -292,8 +322,8 @@ int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin
         for (; started < threads; started++) {
             if (pthread_create(&tids[started], NULL, lf_worker, &l) != 0) break;
         }
-        int watchdog = started > 0 && pthread_create(&tids[threads], NULL, lf_watchdog, &l) == 0;
-        if (started == 0 || !watchdog) {
+        int watchdog_failed = started > 0 && l.watchdog && pthread_create(&tids[threads], NULL, lf_watchdog, &l) != 0;
+        if (started == 0 || watchdog_failed) {
             pthread_mutex_lock(&l.m);
             lf_finish(&l, 0);
             pthread_mutex_unlock(&l.m);
@@ -308,7 +338,7 @@ int cce4_fuse_loop_spin(struct fuse_session *se, unsigned threads, unsigned spin
             lf_finish(&l, 0);
             pthread_mutex_unlock(&l.m);
             for (unsigned i = 0; i < started; i++) pthread_join(tids[i], NULL);
-            pthread_join(tids[threads], NULL);
+            if (l.watchdog) pthread_join(tids[threads], NULL);
             rc = l.error;
             if (stats != NULL) {
                 stats->handoffs_lazy = atomic_load(&l.handoffs_lazy);
