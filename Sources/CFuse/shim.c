@@ -70,9 +70,10 @@ struct lf_loop {
     int done;           // under m
     int error;          // the first read error (-errno), under m
     _Atomic int eager;              // eager handoffs left (0: lazy)
-    _Atomic int blocked;            // handlers blocked after an eager handoff
-    _Atomic uint32_t blocked_pid;   // the caller of the last request handed off eagerly
+    _Atomic int blocked;            // handlers blocked after an eager handoff or a steal
+    _Atomic uint32_t blocked_pid;   // the caller of the last request handed off eagerly or stolen
     _Atomic uint64_t lazy_since;    // when the leader blocked lazily (0: it is not blocked)
+    _Atomic uint32_t lazy_pid;      // the caller of the request it blocked for
     _Atomic int sleeping;           // the leader sleeps in poll(2)
     _Atomic uint64_t handoffs_lazy, handoffs_eager, steals;
     pthread_mutex_t wm;             // the watchdog's park
@@ -141,6 +142,7 @@ void cce4_loop_handoff(void) {
         // Lazy: keep the lead; the watchdog takes it if this blocks for long.
         tl_handed = 1;
         atomic_fetch_add_explicit(&l->handoffs_lazy, 1, memory_order_relaxed);
+        atomic_store_explicit(&l->lazy_pid, tl_pid, memory_order_relaxed);
         atomic_store(&l->lazy_since, now_ns());
         return;
     }
@@ -181,8 +183,12 @@ static int lf_lead(struct lf_loop *l, struct fuse_buf *buf, int *error) {
                 atomic_fetch_sub(&l->blocked, 1);
             } else if (tl_handed == 1) {
                 // Back from a lazy block: the lead is still this thread's unless the
-                // watchdog took it (it cleared lazy_since and woke another thread).
-                if (atomic_exchange(&l->lazy_since, 0) == 0) tl_leader = 0;
+                // watchdog took it (it cleared lazy_since, counted this handler as blocked
+                // and woke another thread).
+                if (atomic_exchange(&l->lazy_since, 0) == 0) {
+                    tl_leader = 0;
+                    atomic_fetch_sub(&l->blocked, 1);
+                }
                 back = 1;
             }
             tl_handed = 0;
@@ -249,12 +255,19 @@ static void *lf_watchdog(void *arg) {
         pthread_mutex_unlock(&l->wm);
         asleep_ticks = atomic_load_explicit(&l->sleeping, memory_order_relaxed) ? asleep_ticks + 1 : 0;
         uint64_t since = atomic_load(&l->lazy_since);
-        if (since != 0 && now_ns() - since >= LF_STEAL_NS &&
-            atomic_compare_exchange_strong(&l->lazy_since, &since, 0)) {
-            // The blocked leader finds lazy_since cleared when it returns and steps down.
-            atomic_fetch_add_explicit(&l->steals, 1, memory_order_relaxed);
-            atomic_store_explicit(&l->eager, LF_EAGER_RUN, memory_order_relaxed);
-            lf_pass_lead(l);
+        if (since != 0 && now_ns() - since >= LF_STEAL_NS) {
+            // Counted as blocked first (the handler's thread uncounts it when it returns, which
+            // is after a successful steal), so requests of other callers that come meanwhile
+            // turn handoffs eager, as behind an eager handoff.
+            atomic_store_explicit(&l->blocked_pid, atomic_load_explicit(&l->lazy_pid, memory_order_relaxed), memory_order_relaxed);
+            atomic_fetch_add(&l->blocked, 1);
+            if (atomic_compare_exchange_strong(&l->lazy_since, &since, 0)) {
+                // The blocked leader finds lazy_since cleared when it returns and steps down.
+                atomic_fetch_add_explicit(&l->steals, 1, memory_order_relaxed);
+                lf_pass_lead(l);
+            } else {
+                atomic_fetch_sub(&l->blocked, 1);
+            }
         }
     }
     return NULL;

@@ -313,6 +313,77 @@ struct MountTests {
         #expect(u.status == 0, "\(u.stderr)")
     }
 
+    @Test("the request loop keeps the lead through a serial reader's store reads (lazy handoffs) and hands it over when several callers read at once (eager), checked from its statistics; every byte matches the source",
+          arguments: StoreKind.allCases)
+    func handoffModes(_ kind: StoreKind) throws {
+        let fx = BigFixture.shared(kind)
+        /// Runs `script` against a foreground mount, unmounts it, and returns the loop's
+        /// handoff counts from its log.
+        func counts(_ name: String, _ script: String) throws -> (lazy: Int, eager: Int) {
+            let mnt = fx.dir.sub(name)
+            try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+            let log = fx.dir.sub(name + ".log")
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Repo.binary("cce4fs"))
+            p.arguments = [fx.store, mnt, "-f", "-o", (["dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)", "log_level=info", "threads=4"] + fx.storeOptions).joined(separator: ",")]
+            p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            try p.run()
+            defer { _ = try? run("/bin/umount", ["-l", mnt]) }
+            var live = false
+            for _ in 0..<100 where !live {
+                usleep(50_000)
+                live = (try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " ")
+            }
+            #expect(live)
+            let r = try run(Repo.python, ["-c", script, fx.src, mnt])
+            #expect(r.status == 0 && r.stdoutText == "ok\n", "\(name): \(r.stdoutText) \(r.stderr)")
+            p.terminate()
+            p.waitUntilExit()
+            let text = try String(contentsOfFile: log, encoding: .utf8)
+            func field(_ key: String) -> Int? {
+                guard let line = text.split(separator: "\n").last(where: { $0.contains("request loop ended") }),
+                      let at = line.range(of: key + "=") else { return nil }
+                return Int(line[at.upperBound...].prefix { $0.isNumber })
+            }
+            let lazy = try #require(field("handoffs_lazy"), "\(name): no loop statistics in \(text)")
+            let eager = try #require(field("handoffs_eager"))
+            return (lazy, eager)
+        }
+        // One thread: 3,000 random 4 KiB reads of a 100 MiB file, each checked.
+        let serial = try counts("m-serial", """
+            import os, random, sys
+            src, mnt = sys.argv[1], sys.argv[2]
+            a = os.open(os.path.join(src, "large/genome.bin"), os.O_RDONLY)
+            b = os.open(os.path.join(mnt, "large/genome.bin"), os.O_RDONLY)
+            size = os.fstat(a).st_size
+            rng = random.Random(7)
+            for _ in range(3000):
+                off = rng.randrange(0, size - 4096) & ~4095
+                assert os.pread(a, 4096, off) == os.pread(b, 4096, off), off
+            print("ok")
+            """)
+        #expect(serial.lazy >= 500 && serial.eager * 10 <= serial.lazy, "serial reader: \(serial)")
+        // Eight threads at once, on distinct files and places.
+        let parallel = try counts("m-parallel", """
+            import os, random, sys
+            from concurrent.futures import ThreadPoolExecutor
+            src, mnt = sys.argv[1], sys.argv[2]
+            def reads(seed):
+                a = os.open(os.path.join(src, "large/genome.bin"), os.O_RDONLY)
+                b = os.open(os.path.join(mnt, "large/genome.bin"), os.O_RDONLY)
+                size, rng = os.fstat(a).st_size, random.Random(seed)
+                for _ in range(500):
+                    off = rng.randrange(0, size - 4096) & ~4095
+                    if os.pread(a, 4096, off) != os.pread(b, 4096, off): return False
+                return True
+            with ThreadPoolExecutor(8) as ex:
+                assert all(ex.map(reads, range(8)))
+            print("ok")
+            """)
+        #expect(parallel.eager >= 500 && parallel.eager > parallel.lazy, "8 readers: \(parallel)")
+    }
+
     @Test("uring=on: the kernel's per-CPU io_uring rings serve parallel readers, a 100 MiB read, random reads and a stat walk with the source's bytes, with and without spin=; fusermount3 -u unmounts",
           arguments: StoreKind.allCases)
     func uringTransport(_ kind: StoreKind) throws {
