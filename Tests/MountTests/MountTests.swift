@@ -88,6 +88,26 @@ final class BigFixture: @unchecked Sendable {
     func mount(_ name: String, extra: [String] = []) throws -> TestMount {
         try TestMount(store: store, mountpoint: dir.sub(name), dataset: "big", root: root, keyFile: key, extra: storeOptions + extra)
     }
+
+    /// Starts `cce4fs -f` with `options` at a fresh mount point `name` and waits until the
+    /// mount is live; its stderr goes to `stderr`. The caller ends the process (and should
+    /// `umount -l` the path in a defer, in case it fails first).
+    func foreground(_ name: String, options: [String], stderr: FileHandle = .nullDevice) throws -> (process: Process, path: String) {
+        let mnt = dir.sub(name)
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Repo.binary("cce4fs"))
+        p.arguments = [store, mnt, "-f", "-o", (["dataset=big,root=\(root),insecure_key_file=\(key)"] + storeOptions + options).joined(separator: ",")]
+        p.standardError = stderr
+        try p.run()
+        var live = false
+        for _ in 0..<100 where !live {
+            usleep(50_000)
+            live = (try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " ")
+        }
+        #expect(live, "\(name): the mount did not come up")
+        return (p, mnt)
+    }
 }
 
 func randomBytes(_ n: Int) throws -> [UInt8] {
@@ -272,20 +292,8 @@ struct MountTests {
         let restore = try Self.enableKernelUring()
         defer { restore() }
         for loop in [["spin=0"], [], ["uring=on", "spin=0"], ["uring=on"]] {
-            let mnt = fx.dir.sub("m-fg")
-            try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Repo.binary("cce4fs"))
-            p.arguments = [fx.store, mnt, "-f", "-o", (["dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)"] + fx.storeOptions + loop).joined(separator: ",")]
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let (p, mnt) = try fx.foreground("m-fg", options: loop)
             defer { _ = try? run("/bin/umount", ["-l", mnt]) }
-            var live = false
-            for _ in 0..<100 where !live {
-                usleep(50_000)
-                live = (try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " ")
-            }
-            #expect(live)
             #expect(try run("/bin/ls", [mnt + "/sizes"]).stdoutText.contains("many.bin"))
             p.terminate()
             p.waitUntilExit()
@@ -320,22 +328,11 @@ struct MountTests {
         /// Runs `script` against a foreground mount, unmounts it, and returns the loop's
         /// handoff counts from its log.
         func counts(_ name: String, _ script: String) throws -> (lazy: Int, eager: Int) {
-            let mnt = fx.dir.sub(name)
-            try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
             let log = fx.dir.sub(name + ".log")
             _ = FileManager.default.createFile(atPath: log, contents: nil)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Repo.binary("cce4fs"))
-            p.arguments = [fx.store, mnt, "-f", "-o", (["dataset=big,root=\(fx.root),insecure_key_file=\(fx.key)", "log_level=info", "threads=4"] + fx.storeOptions).joined(separator: ",")]
-            p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            try p.run()
+            let (p, mnt) = try fx.foreground(name, options: ["log_level=info", "threads=4"],
+                                             stderr: try FileHandle(forWritingTo: URL(fileURLWithPath: log)))
             defer { _ = try? run("/bin/umount", ["-l", mnt]) }
-            var live = false
-            for _ in 0..<100 where !live {
-                usleep(50_000)
-                live = (try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains(mnt + " ")
-            }
-            #expect(live)
             let r = try run(Repo.python, ["-c", script, fx.src, mnt])
             #expect(r.status == 0 && r.stdoutText == "ok\n", "\(name): \(r.stdoutText) \(r.stderr)")
             p.terminate()

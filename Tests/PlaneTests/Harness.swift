@@ -101,6 +101,7 @@ final class RunningPlane: @unchecked Sendable {
         proc.arguments = ["plane", "serve", "--port", "0"] + args
         proc.currentDirectoryURL = URL(fileURLWithPath: workDir)
         let out = Pipe()
+        closeOnExec(out)
         proc.standardOutput = out
         proc.standardError = FileHandle(forWritingAtPath: errFile)
         try proc.run()

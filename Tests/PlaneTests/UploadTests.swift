@@ -283,6 +283,7 @@ extension UploadTests {
         curl.arguments = ["curl", "-sS", "-o", d.dir.sub("slow.out"), "-w", "%{http_code}", "--limit-rate", "1M", "-T", d.dir.sub("slow.tar"),
                           "-H", "Authorization: Bearer \(t)", "-H", "Content-Type: application/x-tar", p.base + "/v1/datasets/slow/versions"]
         let out = Pipe()
+        closeOnExec(out)
         curl.standardOutput = out
         try curl.run()
         Thread.sleep(forTimeInterval: 1.0) // about a third of the body is in

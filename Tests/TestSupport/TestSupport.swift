@@ -75,15 +75,25 @@ public func run(_ program: String, _ args: [String], cwd: String? = nil, environ
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
     if let environment { p.environment = environment }
     let out = Pipe(), err = Pipe()
+    // Our ends of the pipes must not leak into a child another test spawns meanwhile (a
+    // server that lives on would hold the write end open, and the read to EOF below would
+    // wait for it); the child's own copies are dup2'ed to its 1 and 2, which clears the flag.
+    for pipe in [out, err] { closeOnExec(pipe) }
     p.standardOutput = out
     p.standardError = err
-    let inPipe = input.map { _ in Pipe() }
-    p.standardInput = inPipe ?? FileHandle.nullDevice
-    try p.run()
-    if let inPipe, let input {
-        let writer = inPipe.fileHandleForWriting
-        DispatchQueue.global().async { writer.write(input); try? writer.close() }
+    // The input comes from an unlinked file, not a pipe: no write end exists that a child of
+    // a concurrent test could inherit and keep open, so the program always sees EOF.
+    var inFile: FileHandle?
+    if let input {
+        let path = FileManager.default.temporaryDirectory.path + "/cce4-stdin-" + UUID().uuidString
+        guard FileManager.default.createFile(atPath: path, contents: input, attributes: [.posixPermissions: 0o600]),
+              let h = FileHandle(forReadingAtPath: path) else { throw TestFailure("cannot write the input of \(program) to \(path)") }
+        unlink(path)
+        inFile = h
     }
+    defer { try? inFile?.close() }
+    p.standardInput = inFile ?? FileHandle.nullDevice
+    try p.run()
     final class Box: @unchecked Sendable { var data = Data() }
     let errBox = Box()
     let group = DispatchGroup()
@@ -93,6 +103,12 @@ public func run(_ program: String, _ args: [String], cwd: String? = nil, environ
     group.wait()
     p.waitUntilExit()
     return ProcessResult(status: p.terminationStatus, stdout: outData, stderr: String(decoding: errBox.data, as: UTF8.self))
+}
+
+/// Marks both ends of `pipe` close-on-exec in this process.
+public func closeOnExec(_ pipe: Pipe) {
+    _ = fcntl(pipe.fileHandleForReading.fileDescriptor, F_SETFD, FD_CLOEXEC)
+    _ = fcntl(pipe.fileHandleForWriting.fileDescriptor, F_SETFD, FD_CLOEXEC)
 }
 
 /// Deterministic pseudo-random bytes (SplitMix64), for reproducible test data.
@@ -249,6 +265,7 @@ public final class S3TestServer: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: Repo.python)
         p.arguments = [Repo.root + "/scripts/s3_test_server.py", Self.bucket]
         let out = Pipe(), input = Pipe()
+        [out, input].forEach(closeOnExec)
         let log = dir.sub("server.log")
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         p.standardOutput = out
@@ -315,6 +332,7 @@ public final class FaultProxy: @unchecked Sendable {
         p.arguments = [Repo.root + "/scripts/s3_fault_proxy.py", upstream, fault, String(rate), "--stall", String(stallSeconds), "--seed", String(seed),
                        "--stats", stats.sub("stats.json")]
         let out = Pipe(), input = Pipe(), errors = Pipe()
+        [out, input, errors].forEach(closeOnExec)
         p.standardOutput = out; p.standardInput = input; p.standardError = errors
         try p.run()
         var line = Data()
@@ -358,6 +376,7 @@ public final class LoopbackScript: @unchecked Sendable {
 
     public init(_ script: String, _ args: [String] = []) throws {
         let out = Pipe()
+        [out, input].forEach(closeOnExec)
         process.executableURL = URL(fileURLWithPath: Repo.python)
         process.arguments = [Repo.root + "/" + script] + args
         process.standardOutput = out
