@@ -45,15 +45,15 @@ int cce4_fuse_loop_mt(struct fuse_session *se, unsigned max_threads, unsigned ma
 // "The request loop", has the rules; in short:
 //
 // - The leader answers requests answered from memory itself: a lookup wakes no other thread.
-// - A handler about to block on the store calls cce4_loop_handoff. With one request at a time
-//   (a single reader: nothing came while the leader was last blocked), the handoff is lazy:
-//   the leader keeps the lead and reads the device again when the handler returns, so a
-//   serial reader costs no thread wake at all. When a request was already waiting as the
-//   leader came back from a blocking handler (several readers, or the kernel's readahead),
-//   handoffs turn eager for a while: an idle thread is woken to lead while the handler
-//   blocks, so requests are served in parallel. A watchdog thread takes the lead from a
-//   leader blocked lazily for more than a few milliseconds (a slow store), so a slow request
-//   never holds up the others for long.
+// - A handler about to block on the store calls cce4_loop_handoff. While requests come one
+//   caller at a time, the handoff is lazy: the leader keeps the lead and reads the device
+//   again when the handler returns, so a serial reader costs no thread wake at all. When a
+//   request of another caller (the request header's pid) was waiting as the leader came back
+//   from a blocking handler, or comes while another caller's handler is blocked, handoffs turn
+//   eager for a while: an idle thread is woken to lead while the handler blocks, so requests
+//   are served in parallel. A watchdog thread takes the lead from a leader blocked lazily for
+//   more than a few milliseconds (a slow store), so a slow request never holds up the others
+//   for long.
 // - After a request the leader polls the (non-blocking) device before it sleeps in poll(2),
 //   for an adaptive time up to spin_us: it grows when a request came soon after the leader
 //   had given up, and shrinks when polling found nothing; an idle mount polls not at all.
@@ -93,6 +93,7 @@ struct lf_loop {
 static __thread struct lf_loop *tl_loop;
 static __thread int tl_leader;
 static __thread int tl_handed;  // during a request: 1 handed off lazily, 2 eagerly
+static __thread uint64_t tl_lazy_since; // this thread's lazy block (its value of lazy_since)
 static __thread uint32_t tl_pid; // the caller of the request this thread serves (0: unknown)
 
 // The calling thread of a request just read (0: unknown, or the kernel's own).
@@ -143,7 +144,8 @@ void cce4_loop_handoff(void) {
         tl_handed = 1;
         atomic_fetch_add_explicit(&l->handoffs_lazy, 1, memory_order_relaxed);
         atomic_store_explicit(&l->lazy_pid, tl_pid, memory_order_relaxed);
-        atomic_store(&l->lazy_since, now_ns());
+        tl_lazy_since = now_ns();
+        atomic_store(&l->lazy_since, tl_lazy_since);
         return;
     }
     atomic_fetch_sub_explicit(&l->eager, 1, memory_order_relaxed);
@@ -182,10 +184,12 @@ static int lf_lead(struct lf_loop *l, struct fuse_buf *buf, int *error) {
             if (tl_handed == 2) {
                 atomic_fetch_sub(&l->blocked, 1);
             } else if (tl_handed == 1) {
-                // Back from a lazy block: the lead is still this thread's unless the
-                // watchdog took it (it cleared lazy_since, counted this handler as blocked
-                // and woke another thread).
-                if (atomic_exchange(&l->lazy_since, 0) == 0) {
+                // Back from a lazy block: the lead is still this thread's if lazy_since still
+                // holds this block's value. Otherwise the watchdog took it (it cleared
+                // lazy_since, counted this handler as blocked and woke another thread), and
+                // lazy_since is 0 or the new leader's own block, which stays untouched.
+                uint64_t mine = tl_lazy_since;
+                if (!atomic_compare_exchange_strong(&l->lazy_since, &mine, 0)) {
                     tl_leader = 0;
                     atomic_fetch_sub(&l->blocked, 1);
                 }

@@ -134,21 +134,13 @@ final class DirectoryPrefetcher: Sendable {
         guard !objects.isEmpty else { return }
         let size = max(1, options.batch)
         let batches = stride(from: 0, to: objects.count, by: size).map { Array(objects[$0..<min(objects.count, $0 + size)]) }
-        let next = Atomic<Int>(0), started = Atomic<Int>(0), bytes = Atomic<Int64>(0)
-        let group = DispatchGroup()
-        for _ in 0..<min(max(1, options.lanes), batches.count) {
-            group.enter()
-            Thread.detachNewThread { [self] in
-                defer { group.leave() }
-                while true {
-                    let i = next.add(1, ordering: .relaxed).oldValue
-                    guard i < batches.count, !stopped, Self.leaseHolds(fs) else { return }
-                    started.add(fs.reader.store.warm(batches[i]), ordering: .relaxed)
-                    bytes.add(batches[i].reduce(0) { $0 + $1.size }, ordering: .relaxed)
-                }
-            }
+        let started = Atomic<Int>(0), bytes = Atomic<Int64>(0)
+        runOnLanes(batches.count, lanes: options.lanes) { [self] i in
+            guard !stopped, Self.leaseHolds(fs) else { return false }
+            started.add(fs.reader.store.warm(batches[i]), ordering: .relaxed)
+            bytes.add(batches[i].reduce(0) { $0 + $1.size }, ordering: .relaxed)
+            return true
         }
-        group.wait()
         let n = started.load(ordering: .relaxed), b = bytes.load(ordering: .relaxed)
         totals.withLock { $0.scans += 1; $0.objects += n; $0.bytes += b }
         logger.debug("directory prefetch", metadata: ["directory": "\(fs.reader.objectKey(ofDirectory: job.dir))", "objects": "\(n)",

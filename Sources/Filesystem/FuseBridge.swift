@@ -144,11 +144,12 @@ public final class FuseSession: @unchecked Sendable {
     /// other handle open, and put into the page cache before the OPEN reply, so reading them
     /// costs no READ round trip (`-o open_fill`; 0 turns it off); set before `mount`.
     public var openFillMax = 128 << 10
-    /// How long, in microseconds, a thread that served a request polls for the next one
-    /// before it sleeps (`-o spin`): the leader of cce4fs's own loop on /dev/fuse, or each
-    /// ring worker with FUSE over io_uring; 0: libfuse's loop, or ring workers that sleep at
-    /// once. Set before `run`.
-    public var spinMicroseconds = 0
+    /// How long at most, in microseconds, a thread that served a request polls for the next
+    /// one before it sleeps (`-o spin`): the leader of cce4fs's own loop on /dev/fuse (for an
+    /// adaptive time up to it), or each ring worker with FUSE over io_uring; 0: libfuse's loop,
+    /// or ring workers that sleep at once. Set before `run`.
+    public var spinMicroseconds = FuseSession.defaultSpinMicroseconds
+    public static let defaultSpinMicroseconds = 50
     /// How requests reach cce4fs (`-o uring`): FUSE over io_uring (`on`: or fail; `auto`: when
     /// the kernel allows it) or /dev/fuse (`off`, the default); set before `run`.
     public enum UringMode: String, Sendable { case auto, on, off }

@@ -1,5 +1,6 @@
 // The chunk layer's interface: objects in a store, addressed by opaque keys.
 import Foundation
+import Synchronization
 
 /// A validated object key: 1...1024 bytes of [A-Za-z0-9/._-], relative, with no empty,
 /// "." or ".." components. Keys are opaque to the store; cce4 never puts names in them.
@@ -250,4 +251,24 @@ public enum ObjectStores {
         }
         throw ObjectStoreError(.invalidURL, key: nil, "'\(url)' is not a store URL; use file://DIR or s3://BUCKET/PREFIX")
     }
+}
+
+/// Runs `body(i)` for each `i` in `0..<count`, each index once, on up to `lanes` threads of
+/// their own; a lane stops early when `body` returns false. Returns when every lane has
+/// stopped. Threads, not the global dispatch queues: the callers (directory prefetch, `warm`)
+/// block on I/O, may themselves run on a queue's thread, and wait here.
+public func runOnLanes(_ count: Int, lanes: Int, _ body: @escaping @Sendable (Int) -> Bool) {
+    let next = Atomic<Int>(0)
+    let group = DispatchGroup()
+    for _ in 0..<min(max(1, lanes), count) {
+        group.enter()
+        Thread.detachNewThread {
+            defer { group.leave() }
+            while true {
+                let i = next.add(1, ordering: .relaxed).oldValue
+                guard i < count, body(i) else { return }
+            }
+        }
+    }
+    group.wait()
 }

@@ -272,30 +272,19 @@ public final class S3ObjectStore: ObjectStore {
         let bs = Int64(cache.blockSize)
         let todo = objects.filter { $0.size > 0 && $0.size <= bs }
         guard !todo.isEmpty else { return 0 }
-        let next = Atomic<Int>(0), started = Atomic<Int>(0)
-        // Threads of their own, not the global queues: the caller may itself be a global
-        // queue's thread, waiting below.
-        let group = DispatchGroup()
-        for _ in 0..<min(Self.warmConcurrency, todo.count) {
-            group.enter()
-            Thread.detachNewThread { [self] in
-                defer { group.leave() }
-                while true {
-                    let i = next.add(1, ordering: .relaxed).oldValue
-                    guard i < todo.count else { return }
-                    let o = todo[i]
-                    guard reserveWarm(o.size, budget: Int64(cache.budget / 2)) else { return }
-                    let r = try? openFetching(o.key)
-                    let kept = warmed.withLock { s -> Bool in
-                        guard let r, r.size == o.size, s.entries[o.key] == nil else { s.bytes -= o.size; return false }
-                        s.entries[o.key] = (r.etag, r.size, DispatchTime.now().uptimeNanoseconds)
-                        return true
-                    }
-                    if kept { started.add(1, ordering: .relaxed) }
-                }
+        let started = Atomic<Int>(0)
+        runOnLanes(todo.count, lanes: Self.warmConcurrency) { [self] i in
+            let o = todo[i]
+            guard reserveWarm(o.size, budget: Int64(cache.budget / 2)) else { return false }
+            let r = try? openFetching(o.key)
+            let kept = warmed.withLock { s -> Bool in
+                guard let r, r.size == o.size, s.entries[o.key] == nil else { s.bytes -= o.size; return false }
+                s.entries[o.key] = (r.etag, r.size, DispatchTime.now().uptimeNanoseconds)
+                return true
             }
+            if kept { started.add(1, ordering: .relaxed) }
+            return true
         }
-        group.wait()
         return started.load(ordering: .relaxed)
     }
 

@@ -153,7 +153,7 @@ struct Config {
     var allowRoot = false
     var fsOptions = FSOptions()
     var threads = 16
-    var spinMicroseconds = 50
+    var spinMicroseconds = FuseSession.defaultSpinMicroseconds
     var uring = FuseSession.UringMode.off
     var cacheBytes = 64 << 20
     /// The kernel readahead window for this mount (its bdi), in KiB; 0 leaves the kernel's.
